@@ -1,0 +1,6 @@
+"""``python -m homeserver``: the daemon."""
+import sys
+
+from homeserver.cli import main
+
+sys.exit(main())

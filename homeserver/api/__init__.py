@@ -1,0 +1,1 @@
+"""HTTP APIs: the shared request machinery (``http``), client and admin endpoints."""

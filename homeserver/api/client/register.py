@@ -1,0 +1,67 @@
+"""Registration with user-interactive auth (spec 'Account registration')."""
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.api.errors import MatrixError
+from homeserver.api.http import ApiRequest, Router
+from homeserver.api.ratelimit import RateLimiter
+from homeserver.api.validate import get_bool, get_str
+from homeserver.users.accounts import AccountService, Session
+from homeserver.users.uia import UiaManager, UiaSession
+
+
+class RegisterServlets:
+    def __init__(self, accounts: AccountService, uia: UiaManager, limiter: RateLimiter,
+                 enable_registration: bool) -> None:
+        self._accounts = accounts
+        self._uia = uia
+        self._limiter = limiter
+        self.enable_registration = enable_registration
+
+    def register(self, router: Router) -> None:
+        router.add_client("POST", "/register", self.post_register, auth="none")
+        router.add_client("GET", "/register/available", self.available, auth="none")
+
+    async def _dummy(self, auth: dict[str, Any], session: UiaSession) -> bool:
+        return True
+
+    async def post_register(self, request: ApiRequest) -> dict[str, Any]:
+        """POST /_matrix/client/v3/register — create an account (m.login.dummy stage)."""
+        body = request.json()
+        kind = request.query("kind", "user")
+        if kind != "user":
+            raise MatrixError(403, "M_FORBIDDEN", "Guest access is disabled")
+        username = get_str(body, "username", None, max_len=255)
+        password = get_str(body, "password", None, max_len=1024)
+        device_id = get_str(body, "device_id", None, max_len=255)
+        display_name = get_str(body, "initial_device_display_name", None, max_len=255)
+        inhibit_login = get_bool(body, "inhibit_login", False)
+        if not self.enable_registration:
+            raise MatrixError(403, "M_FORBIDDEN", "Registration has been disabled")
+        self._limiter.check(request.client_ip)
+        if username is not None:
+            username = username.lower()
+            # Check early so a client learns of a taken name before completing auth.
+            if not await self._accounts.is_available(username):
+                raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
+        if password is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: password")
+        await self._uia.check(body, [["m.login.dummy"]], {"m.login.dummy": self._dummy})
+        result = await self._accounts.register(username, password, device_id=device_id,
+                                               device_display_name=display_name,
+                                               inhibit_login=inhibit_login, ip=request.client_ip)
+        if isinstance(result, Session):
+            return {"user_id": result.user_id, "access_token": result.access_token,
+                    "device_id": result.device_id, "home_server": self._accounts.server_name}
+        return {"user_id": result, "home_server": self._accounts.server_name}
+
+    async def available(self, request: ApiRequest) -> dict[str, Any]:
+        """GET /_matrix/client/v3/register/available — is this username free?"""
+        username = request.query("username")
+        if not username:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: username")
+        self._limiter.check(request.client_ip)
+        if not await self._accounts.is_available(username):
+            raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
+        return {"available": True}

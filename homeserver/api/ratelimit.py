@@ -1,0 +1,41 @@
+"""Token-bucket rate limiting per action and key (user ID or IP address)."""
+from __future__ import annotations
+
+from homeserver.api.errors import limit_exceeded
+from homeserver.config import RateLimit
+from homeserver.util.clock import Clock
+
+_MAX_KEYS = 100_000
+
+
+class RateLimiter:
+    """One bucket per key: ``burst`` tokens, refilled at ``per_second``."""
+
+    def __init__(self, clock: Clock, limit: RateLimit, enabled: bool = True) -> None:
+        self._clock = clock
+        self._rate = limit.per_second
+        self._burst = float(limit.burst)
+        self.enabled = enabled
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last_time)
+
+    def check(self, key: str) -> None:
+        """Take one token for ``key`` or raise 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``."""
+        if not self.enabled:
+            return
+        now = self._clock.time()
+        tokens, last = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        if tokens < 1.0:
+            wait_s = (1.0 - tokens) / self._rate if self._rate > 0 else 3600.0
+            self._buckets[key] = (tokens, now)
+            raise limit_exceeded(int(wait_s * 1000) + 1)
+        if len(self._buckets) >= _MAX_KEYS and key not in self._buckets:
+            self._evict(now)
+        self._buckets[key] = (tokens - 1.0, now)
+
+    def _evict(self, now: float) -> None:
+        """Drop buckets that have refilled completely; they carry no information."""
+        full_after = self._burst / self._rate if self._rate > 0 else float("inf")
+        for key, (_tokens, last) in list(self._buckets.items()):
+            if now - last >= full_after:
+                del self._buckets[key]

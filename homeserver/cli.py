@@ -1,0 +1,135 @@
+"""The daemon's command line: ``python -m homeserver`` and the ``homeserver`` script.
+
+    homeserver --generate-config --server-name NAME --config-path FILE [--data-dir DIR]
+               [--listen-port N] [--bind ADDR] [--enable-registration] [--database-url URL]
+    homeserver -c FILE
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from importlib import resources
+from typing import Sequence
+
+from homeserver.config import ConfigError, check_database_url, load_config
+
+logger = logging.getLogger("homeserver")
+
+
+def render_config(server_name: str, data_dir: str, port: int = 8008, bind: str = "127.0.0.1",
+                  enable_registration: bool = False, database_url: str | None = None,
+                  shared_secret: str | None = None) -> str:
+    """The commented YAML config that ``--generate-config`` writes."""
+    template = resources.files("homeserver").joinpath("default_config.yaml").read_text("utf-8")
+    values = {
+        "__SERVER_NAME__": server_name,
+        "__DATA_DIR__": data_dir,
+        "__SIGNING_KEY_PATH__": os.path.join(data_dir, "signing.key"),
+        "__BIND__": bind,
+        "__PORT__": str(port),
+        "__DATABASE_URL__": database_url or f"sqlite:///{os.path.join(data_dir, 'homeserver.db')}",
+        "__ENABLE_REGISTRATION__": "true" if enable_registration else "false",
+        "__SHARED_SECRET__": shared_secret or secrets.token_urlsafe(32),
+    }
+    for marker, value in values.items():
+        template = template.replace(marker, value)
+    return template
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="homeserver", description="Matrix homeserver for group chat")
+    p.add_argument("-c", "--config", metavar="FILE", help="run the server with this config file")
+    p.add_argument("--generate-config", action="store_true", help="write a config and signing key, then exit")
+    p.add_argument("--server-name", help="the server name (domain of user IDs)")
+    p.add_argument("--config-path", metavar="FILE", help="where --generate-config writes the config")
+    p.add_argument("--data-dir", metavar="DIR", default="data", help="database, keys and media (default: ./data)")
+    p.add_argument("--listen-port", type=int, default=8008, metavar="N", help="client API port (default 8008)")
+    p.add_argument("--bind", default="127.0.0.1", metavar="ADDR", help="client API address (default 127.0.0.1)")
+    p.add_argument("--enable-registration", action="store_true", help="allow open registration")
+    p.add_argument("--database-url", metavar="URL", help="sqlite:///path.db or postgresql://user@host:port/db")
+    return p
+
+
+def generate(args: argparse.Namespace) -> int:
+    from homeserver.server import load_or_create_signing_key
+
+    if not args.server_name or not args.config_path:
+        print("--generate-config needs --server-name and --config-path", file=sys.stderr)
+        return 2
+    if os.path.exists(args.config_path):
+        print(f"{args.config_path} already exists; not overwriting it", file=sys.stderr)
+        return 1
+    if not 0 <= args.listen_port <= 65535:
+        print("--listen-port must be between 0 and 65535", file=sys.stderr)
+        return 2
+    try:
+        if args.database_url:
+            check_database_url(args.database_url, "--database-url")
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    text = render_config(args.server_name, args.data_dir, args.listen_port, args.bind,
+                         args.enable_registration, args.database_url)
+    os.makedirs(os.path.dirname(os.path.abspath(args.config_path)), exist_ok=True)
+    os.makedirs(args.data_dir, exist_ok=True)
+    fd = os.open(args.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    load_or_create_signing_key(os.path.join(args.data_dir, "signing.key"))
+    print(f"wrote {args.config_path} and {os.path.join(args.data_dir, 'signing.key')}")
+    return 0
+
+
+def run(config_path: str) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    from twisted.internet import defer, reactor
+
+    from homeserver.server import HomeServer
+
+    try:
+        hs = HomeServer(config, reactor)
+    except (OSError, ValueError) as e:
+        print(f"cannot start: {e}", file=sys.stderr)
+        return 1
+    exit_code = [0]
+
+    async def start() -> None:
+        try:
+            await hs.start()
+        except Exception as e:  # start-up failures end the process with one line
+            logger.error("cannot start: %s", e)
+            exit_code[0] = 1
+            reactor.stop()
+            return
+        logger.info("homeserver %s started", config.server_name)
+
+    # Twisted turns SIGINT/SIGTERM into reactor.stop(); this trigger lets
+    # in-flight requests finish and closes the database before the process exits.
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.Deferred.fromCoroutine(hs.stop()))
+    reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(start()))
+    reactor.run()
+    return exit_code[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("HOMESERVER_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.generate_config:
+        return generate(args)
+    if args.config:
+        return run(args.config)
+    _parser().print_usage(sys.stderr)
+    print("homeserver: give -c FILE to run, or --generate-config", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

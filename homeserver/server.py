@@ -1,0 +1,132 @@
+"""THE composition root: builds every service and wires them together.
+
+Nothing else constructs services or looks them up; collaborators are passed
+into constructors. Embedding the homeserver is::
+
+    from homeserver import Config, HomeServer
+    hs = HomeServer(config, reactor)
+    await hs.start()      # migrations, listeners
+    ...
+    await hs.stop()
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from signedjson.key import generate_signing_key, read_signing_keys, write_signing_keys
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IListeningPort
+
+from homeserver.api.client.account import AccountServlets
+from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.register import RegisterServlets
+from homeserver.api.client.versions import VersionsServlets
+from homeserver.api.http import HttpSite, Router
+from homeserver.api.metrics import Metrics
+from homeserver.api.ratelimit import RateLimiter
+from homeserver.config import Config
+from homeserver.storage.database import Database, apply_migrations
+from homeserver.storage.users import UserStore
+from homeserver.users.accounts import AccountService
+from homeserver.users.auth import Authenticator
+from homeserver.users.passwords import PasswordHasher
+from homeserver.users.uia import UiaManager
+from homeserver.util.clock import Clock
+from homeserver.util.ids import random_string
+
+logger = logging.getLogger(__name__)
+
+#: How long shutdown waits for in-flight requests before closing the database.
+SHUTDOWN_GRACE_S = 10.0
+
+
+def load_or_create_signing_key(path: str) -> Any:
+    """The server's ed25519 signing key, generated on first use."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            keys = read_signing_keys(f)
+        if not keys:
+            raise ValueError(f"signing key file {path} holds no key")
+        return keys[0]
+    key = generate_signing_key("a_" + random_string(4))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        write_signing_keys(f, [key])
+    return key
+
+
+class HomeServer:
+    """One homeserver: its config, database, services and HTTP listeners."""
+
+    def __init__(self, config: Config, reactor: Any = None, clock: Clock | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self.clock = clock or Clock(reactor)
+        self.server_name = config.server_name
+        self.signing_key = load_or_create_signing_key(config.signing_key_path)
+
+        # storage
+        self.db = Database(config.database.url, reactor, config.database.pool_size)
+        self.users = UserStore(self.db)
+
+        # users
+        self.auth = Authenticator(self.users, self.clock)
+        self.hasher = PasswordHasher(config.bcrypt_rounds)
+        self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
+        self.uia = UiaManager(self.clock)
+
+        # HTTP
+        rl = config.rate_limiting
+        self.login_limiter = RateLimiter(self.clock, rl.login, rl.enabled)
+        self.register_limiter = RateLimiter(self.clock, rl.register, rl.enabled)
+        self.message_limiter = RateLimiter(self.clock, rl.message, rl.enabled)
+        self.router = Router(self.auth)
+        self.metrics = Metrics() if config.metrics_enabled else None
+        self.versions = VersionsServlets(config)
+        self.login = LoginServlets(self.accounts, self.login_limiter)
+        self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
+                                             config.enable_registration)
+        for servlets in (self.versions, self.login, self.registration, AccountServlets()):
+            servlets.register(self.router)
+        if self.metrics is not None:
+            self.metrics.register(self.router)
+        self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
+
+        self._ports: list[IListeningPort] = []
+        self._stopping = False
+
+    @property
+    def ports(self) -> list[int]:
+        """The TCP ports the client listeners are bound to (useful with port 0)."""
+        return [p.getHost().port for p in self._ports]
+
+    async def start(self, listen: bool = True) -> None:
+        """Open the database, apply migrations and start listening."""
+        self.db.start()
+        await threads.deferToThread(apply_migrations, self.db)
+        if listen:
+            for listener in self.config.listeners:
+                port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
+                self._ports.append(port)
+                logger.info("listening on http://%s:%d", listener.bind, port.getHost().port)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, close the database."""
+        if self._stopping:
+            return
+        self._stopping = True
+        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
+        self._ports.clear()
+        drain = defer.Deferred.fromCoroutine(self.site.drain())
+        drain.addTimeout(SHUTDOWN_GRACE_S, self.reactor)
+        try:
+            await drain
+        except defer.TimeoutError:
+            logger.warning("shutting down with requests still in flight")
+        await self.db.close()

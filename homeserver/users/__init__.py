@@ -1,0 +1,1 @@
+"""Accounts, devices, access tokens and password hashing."""
