@@ -19,8 +19,11 @@ from signedjson.key import generate_signing_key, read_signing_keys, write_signin
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IListeningPort
 
+from homeserver.api.admin.register import AdminRegisterServlets
 from homeserver.api.client.account import AccountServlets
+from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
@@ -32,6 +35,7 @@ from homeserver.storage.users import UserStore
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
 from homeserver.users.passwords import PasswordHasher
+from homeserver.users.profiles import ProfileService
 from homeserver.users.uia import UiaManager
 from homeserver.util.clock import Clock
 from homeserver.util.ids import random_string
@@ -80,6 +84,8 @@ class HomeServer:
         self.hasher = PasswordHasher(config.bcrypt_rounds)
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
+        #: profile changes; rooms append to ``profiles.on_profile_change``
+        self.profiles = ProfileService(self.server_name, self.users)
 
         # HTTP
         rl = config.rate_limiting
@@ -92,7 +98,12 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets()):
+        self.admin_registration = AdminRegisterServlets(self.accounts, self.profiles,
+                                                        config.registration_shared_secret, self.clock,
+                                                        self.register_limiter)
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(self.accounts, self.uia),
+                         DeviceServlets(self.accounts, self.uia), ProfileServlets(self.profiles),
+                         self.admin_registration):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
@@ -130,3 +141,4 @@ class HomeServer:
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
         await self.db.close()
+        logger.info("stopped: requests drained, database closed")

@@ -1,0 +1,1 @@
+"""Admin API: endpoints under ``/_synapse/admin`` that Synapse's tools speak."""
