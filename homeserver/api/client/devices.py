@@ -56,7 +56,7 @@ class DeviceServlets:
             raise MatrixError(404, "M_NOT_FOUND", "Device not found")
         return {}
 
-    async def _uia(self, request: ApiRequest, body: dict[str, Any]) -> None:
+    async def _check_uia(self, request: ApiRequest, body: dict[str, Any]) -> None:
         user_id = request.requester.user_id
         if request.requester.appservice is not None:
             return  # spec v1.17: application services skip UIA here
@@ -70,7 +70,7 @@ class DeviceServlets:
         Deleting a device that does not exist succeeds (the outcome is the same).
         """
         body = request.json()
-        await self._uia(request, body)
+        await self._check_uia(request, body)
         await self._accounts.delete_devices(request.requester.user_id, [request.path_params["device_id"]])
         return {}
 
@@ -78,6 +78,6 @@ class DeviceServlets:
         """POST /_matrix/client/v3/delete_devices — delete several devices at once (UIA)."""
         body = request.json()
         devices = get_list(body, "devices", item_type=str, max_items=MAX_DELETE)
-        await self._uia(request, body)
+        await self._check_uia(request, body)
         await self._accounts.delete_devices(request.requester.user_id, list(dict.fromkeys(devices)))
         return {}
