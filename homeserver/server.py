@@ -132,6 +132,7 @@ class HomeServer:
         if self._stopping:
             return
         self._stopping = True
+        logger.info("stopping: closing listeners, %d request(s) in flight", self.site.in_flight)
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
         drain = defer.Deferred.fromCoroutine(self.site.drain())

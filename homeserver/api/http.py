@@ -320,6 +320,11 @@ class HttpSite(server.Site):
         if isinstance(result, Failure) and not result.check(defer.CancelledError):
             logger.error("request handling failed", exc_info=result.value)
 
+    @property
+    def in_flight(self) -> int:
+        """How many requests are being handled right now."""
+        return len(self._in_flight)
+
     async def drain(self) -> None:
         """Wait for the requests being handled to finish (used on shutdown)."""
         while self._in_flight:
