@@ -74,7 +74,8 @@ class ApiRequest:
                 raise too_large()
             try:
                 value = jsonutil.loads(self.content or b"{}")
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                # RecursionError: absurdly deep nesting ("[[[[..."), still just bad input
                 raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
             if not isinstance(value, dict):
                 raise bad_json("Request body must be a JSON object")

@@ -149,3 +149,28 @@ async def test_stream_ids_and_closed_database(database_url):
 def test_bad_url():
     with pytest.raises(ValueError):
         Database("mysql://x", None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnects_after_the_connection_dies(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: a server-side disconnect")
+    import psycopg2
+    from twisted.internet import reactor
+
+    from conftest import POSTGRES_URL
+    database = Database(database_url, reactor, pool_size=1)
+    database.start()
+    try:
+        pid = await database.run(lambda txn: txn.scalar("SELECT pg_backend_pid()"))
+        admin = psycopg2.connect(POSTGRES_URL)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        admin.close()
+        with pytest.raises(psycopg2.Error):
+            await database.run(lambda txn: txn.scalar("SELECT 1"))
+        # the broken connection was dropped: the next transaction reconnects
+        assert await database.run(lambda txn: txn.scalar("SELECT 1")) == 1
+    finally:
+        await database.close()
