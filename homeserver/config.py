@@ -225,13 +225,16 @@ class Config:
         if room_version not in {str(v) for v in range(1, 13)}:
             raise ConfigError("default_room_version", f"unknown room version {room_version!r} (1 to 12)")
         secret = s.str("registration_shared_secret", None)
+        public_baseurl = s.str("public_baseurl", None)
+        if public_baseurl is not None and not public_baseurl.startswith(("http://", "https://")):
+            raise ConfigError("public_baseurl", f"must start with http:// or https://, not {public_baseurl!r}")
         return cls(
             server_name=server_name,
             data_dir=data_dir,
             signing_key_path=_resolve(base_dir, s.str("signing_key_path", os.path.join(data_dir, "signing.key"))),
             database=DatabaseConfig.parse(s.section("database"), data_dir),
             listeners=tuple(listeners),
-            public_baseurl=s.str("public_baseurl", None),
+            public_baseurl=public_baseurl,
             enable_registration=s.bool("enable_registration", False),
             registration_shared_secret=secret,
             bcrypt_rounds=s.int("bcrypt_rounds", 12, minimum=4, maximum=31),

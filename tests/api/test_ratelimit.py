@@ -81,6 +81,13 @@ async def test_login_and_register_answer_429(limited_config):
         assert resp.code == 429
         assert int(resp.headers.getRawHeaders("Retry-After")[0]) >= 1
         assert (await resp.json())["errcode"] == "M_LIMIT_EXCEEDED"
+        # failed attempts are counted per account, whatever the address
+        hs.login_limiter._buckets.clear()
+        for _ in range(2):
+            assert (await c.post(V3 + "/login", {**login, "password": "wrong"}))[0] == 403
+        hs.login_limiter._buckets.pop("ip:127.0.0.1")  # as if from another address
+        status, body = await c.post(V3 + "/login", login)
+        assert status == 429 and body["errcode"] == "M_LIMIT_EXCEEDED"
         # the message limiter is exposed for the rooms component, per user
         hs.message_limiter.check("@alice:test.local")
         with pytest.raises(MatrixError):

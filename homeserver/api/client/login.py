@@ -32,7 +32,7 @@ class LoginServlets:
     async def post_login(self, request: ApiRequest) -> dict[str, Any]:
         """POST /_matrix/client/v3/login — exchange credentials for an access token.
 
-        Rate limited per client IP and per account (``rate_limiting.login``).
+        Rate limited per client IP, and failed attempts per account (``rate_limiting.login``).
         """
         body = request.json()
         login_type = get_str(body, "type")
@@ -42,10 +42,13 @@ class LoginServlets:
         if login_type == "m.login.password":
             user = self._user_from_identifier(body)
             password = get_str(body, "password", max_len=MAX_PASSWORD_LEN)
-            # per account too, so guessing one user's password from many addresses is slow
-            self._limiter.check("user:" + user.lower())
+            # Failed attempts are also counted per account, so guessing one user's
+            # password from many addresses is slow too (successes are not counted).
+            account_key = "user:" + user.lower()
+            self._limiter.check(account_key, update=False)
             user_id = await self._accounts.check_password(user, password)
             if user_id is None:
+                self._limiter.record(account_key)
                 raise MatrixError(403, "M_FORBIDDEN", "Invalid username or password")
         elif login_type in self.extra_types:
             user_id = await self.extra_types[login_type](body, request)
