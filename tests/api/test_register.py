@@ -78,6 +78,8 @@ async def test_register_options(hs):
     long_pw = "ü" * 500
     status, body = await register(c, {"username": "carol", "password": long_pw})
     assert status == 200
+    # bcrypt at the configured cost (tests use bcrypt_rounds: 4)
+    assert (await hs.users.get_user("@carol:test.local")).password_hash.startswith("$2b$04$")
     for pw, expect in ((long_pw, 200), ("ü" * 499 + "u", 403), ("ü" * 36, 403)):
         status, _ = await c.post(V3 + "/login", {"type": "m.login.password", "user": "carol", "password": pw})
         assert status == expect
@@ -228,3 +230,14 @@ async def test_register_new_user_script(hs, tmp_path):
     assert r.returncode == 2 and "secret" in r.stderr
     r = await threads.deferToThread(_tool, "-k", "x", "-p", "pw", base_url(hs))
     assert r.returncode == 2 and "-u" in r.stderr
+
+
+def test_password_hasher_cost_and_edge_cases():
+    from homeserver.users.passwords import PasswordHasher
+    hasher = PasswordHasher(rounds=5)
+    stored = hasher.hash_sync("nul\x00inside")
+    assert stored.startswith("$2b$05$")
+    assert hasher.check_sync("nul\x00inside", stored) and not hasher.check_sync("nul", stored)
+    long_a, long_b = "a" * 80, "a" * 79 + "b"  # same first 72 bytes
+    assert not hasher.check_sync(long_b, hasher.hash_sync(long_a))
+    assert not hasher.check_sync("x", None) and not hasher.check_sync("x", "not a hash")
