@@ -99,8 +99,7 @@ class HomeServer:
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
         self.admin_registration = AdminRegisterServlets(self.accounts, self.profiles,
-                                                        config.registration_shared_secret, self.clock,
-                                                        self.register_limiter)
+                                                        config.registration_shared_secret, self.clock)
         for servlets in (self.versions, self.login, self.registration, AccountServlets(self.accounts, self.uia),
                          DeviceServlets(self.accounts, self.uia), ProfileServlets(self.profiles),
                          self.admin_registration):

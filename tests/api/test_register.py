@@ -158,6 +158,7 @@ async def test_shared_secret_registration(hs):
     # unknown nonce, bad input
     assert (await c.post(ADMIN, {"nonce": "x", "username": "eve", "password": "pw", "mac": "00"}))[0] == 400
     assert (await c.post(ADMIN, {"nonce": "x"}))[1]["errcode"] == "M_MISSING_PARAM"
+    assert (await admin_post(c, "eve", ""))[1]["errcode"] == "M_MISSING_PARAM"
     assert (await c.post(ADMIN, {"nonce": "x", "username": "e", "password": "p", "mac": "0",
                                  "user_type": "god"}))[0] == 400
     assert await hs.users.get_user("@eve:test.local") is None

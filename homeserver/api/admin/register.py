@@ -10,7 +10,8 @@ The protocol of Synapse's ``register_new_user`` tool, so existing tools work:
    ``nonce NUL username NUL password NUL ("admin" | "notadmin") [NUL user_type]``.
 
 It works whether or not open registration is enabled; without a configured
-secret both calls answer 400.
+secret both calls answer 400. It is not rate limited: nothing can be done
+without the secret, and the nonce table is bounded (:data:`MAX_NONCES`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from typing import Any
 
 from homeserver.api.errors import MatrixError, forbidden
 from homeserver.api.http import ApiRequest, Router
-from homeserver.api.ratelimit import RateLimiter
 from homeserver.api.validate import get_bool, get_str
 from homeserver.users.accounts import MAX_PASSWORD_LEN, AccountService, Session
 from homeserver.users.profiles import ProfileService
@@ -51,12 +51,11 @@ def compute_mac(secret: str, nonce: str, username: str, password: str, admin: bo
 
 class AdminRegisterServlets:
     def __init__(self, accounts: AccountService, profiles: ProfileService, shared_secret: str | None,
-                 clock: Clock, limiter: RateLimiter) -> None:
+                 clock: Clock) -> None:
         self._accounts = accounts
         self._profiles = profiles
         self._secret = shared_secret
         self._clock = clock
-        self._limiter = limiter
         self._nonces: dict[str, int] = {}  # nonce -> issued at (ms)
 
     def register(self, router: Router) -> None:
@@ -76,7 +75,6 @@ class AdminRegisterServlets:
     async def get_nonce(self, request: ApiRequest) -> dict[str, Any]:
         """GET /_synapse/admin/v1/register — a fresh single-use nonce for shared-secret registration."""
         self._require_secret()
-        self._limiter.check("ip:" + request.client_ip)
         self._expire()
         while len(self._nonces) >= MAX_NONCES:
             del self._nonces[next(iter(self._nonces))]
@@ -97,6 +95,8 @@ class AdminRegisterServlets:
         mac = get_str(body, "mac", max_len=128)
         if user_type is not None and user_type not in USER_TYPES:
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid user type")
+        if not password:
+            raise MatrixError(400, "M_MISSING_PARAM", "A password is required")
         if "\x00" in username or "\x00" in password:
             raise MatrixError(400, "M_INVALID_PARAM", "username and password may not contain NUL")
         self._expire()
@@ -109,7 +109,7 @@ class AdminRegisterServlets:
         localpart = username.lower()
         if localpart.startswith("@"):
             localpart = localpart[1:].split(":", 1)[0]
-        result = await self._accounts.register(localpart, password or None, admin=admin,
+        result = await self._accounts.register(localpart, password, admin=admin,
                                                ip=request.client_ip, check_username=False)
         assert isinstance(result, Session)
         if displayname:
