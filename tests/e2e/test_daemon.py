@@ -97,7 +97,7 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path):
     config = tmp_path / "data" / "homeserver.yaml"
     # A high bcrypt cost makes registration's password hashing take a while:
     # a genuinely slow request, with nothing artificial in the server.
-    config.write_text(config.read_text().replace("bcrypt_rounds: 12", "bcrypt_rounds: 14"))
+    config.write_text(config.read_text().replace("bcrypt_rounds: 12", "bcrypt_rounds: 15"))
     daemon = Daemon(tmp_path, str(config))
     try:
         body = {"username": "alice", "password": "a password"}
@@ -106,7 +106,7 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path):
         body["auth"] = {"type": "m.login.dummy", "session": first["session"]}
         conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=60)
         conn.request("POST", V3 + "/register", json.dumps(body), {"Content-Type": "application/json"})
-        time.sleep(0.5)  # let the server read the request and start hashing
+        time.sleep(1.0)  # let the server read the request and start hashing (~2 s at cost 15)
         daemon.proc.send_signal(signal.SIGTERM)
         resp = conn.getresponse()
         answer = json.loads(resp.read())
