@@ -19,7 +19,7 @@ import sqlite3
 import threading
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from twisted.internet import defer, threads
+from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class Database:
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and getattr(conn, "closed", 0):  # psycopg2 noticed it died
+        if conn is not None and getattr(conn, "closed", False):  # psycopg2 noticed it died
             self._drop_conn(conn)
             conn = None
         if conn is None:

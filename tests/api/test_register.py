@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import pytest_twisted
 from twisted.internet import threads
 
@@ -168,7 +167,6 @@ async def test_shared_secret_registration(hs):
 async def test_nonces_expire(config):
     from twisted.internet import task
 
-    import support
     from homeserver import HomeServer
     from homeserver.util.clock import Clock
     from twisted.internet import reactor
