@@ -118,6 +118,8 @@ class RoomHistory:
 
     async def _key(self, room_id: str, token: str | None, default: tuple[int, int]) -> tuple[int, int]:
         if token is None:
+            if default == END:
+                return await self.events.room_end_key(room_id)
             return default
         t = RoomPaginationToken.parse(token)
         if t.topological is None:

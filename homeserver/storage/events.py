@@ -276,6 +276,13 @@ class EventStore:
                 " AND outlier = ?", (room_id, stream, False)) or 0
         return (await self.db.run(txn_fn), stream)
 
+    async def room_end_key(self, room_id: str) -> tuple[int, int]:
+        """The ``(topological, stream)`` key after the room's newest timeline event."""
+        row = await self.db.run(lambda txn: txn.query_one(
+            "SELECT MAX(topological_ordering), MAX(stream_ordering) FROM events WHERE room_id = ? AND outlier = ?",
+            (room_id, False)))
+        return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+
     async def room_stream_events(self, room_id: str, from_stream: int, to_stream: int,
                                  limit: int) -> list[StoredEvent]:
         """Timeline events with from_stream < stream_ordering <= to_stream, newest last.

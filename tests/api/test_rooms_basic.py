@@ -3,33 +3,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from support import Client
-
-V3 = "/_matrix/client/v3"
-
-
-async def users(hs, *names):
-    out = []
-    for n in names:
-        c = Client(hs)
-        await c.register(n)
-        out.append(c)
-    return out
-
-
-async def create(c, **body):
-    status, resp = await c.post(f"{V3}/createRoom", body)
-    assert status == 200, resp
-    return resp["room_id"]
-
-
-async def send(c, room_id, body="hi", txn=None, etype="m.room.message", content=None):
-    send.n += 1
-    status, resp = await c.put(f"{V3}/rooms/{room_id}/send/{etype}/{txn or 't' + str(send.n)}",
-                               content if content is not None else {"msgtype": "m.text", "body": body})
-    return status, resp
-send.n = 0
-
+from room_helpers import V3, create, send, users
 
 @pytest_twisted.ensureDeferred
 async def test_create_invite_join_send_leave(hs):
