@@ -288,7 +288,7 @@ class RoomHistory:
     async def joined_rooms(self, user_id: str) -> list[str]:
         return sorted(m.room_id for m in await self.state.get_rooms_for_user(user_id, ("join",)))
 
-    async def relations(self, user_id: str, room_id: str, event_id: str, rel_type: str | None,
+    async def get_relations(self, user_id: str, room_id: str, event_id: str, rel_type: str | None,
                         event_type: str | None, from_token: str | None, direction: str, limit: int,
                         recurse: bool = False) -> dict[str, Any]:
         """GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]."""

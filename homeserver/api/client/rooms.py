@@ -307,7 +307,7 @@ class RoomServlets:
 
     async def relations(self, request: ApiRequest) -> dict[str, Any]:
         """GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]] — child events."""
-        return await self.history.relations(
+        return await self.history.get_relations(
             request.requester.user_id, _room_id(request), request.path_params["event_id"],
             request.path_params.get("rel_type"), request.path_params.get("rel_event_type"),
             request.query("from"), request.query("dir", "b"),
