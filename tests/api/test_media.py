@@ -343,3 +343,15 @@ def test_media_config_errors():
             MediaConfig.parse(config.section("media"), config.data_dir)
         assert e.value.key == key
 
+
+
+def test_cli_reports_media_config_errors(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "hs.yaml").write_text(
+        "server_name: x\ndata_dir: d\nmedia:\n  max_upload_size: lots\n")
+    r = subprocess.run([sys.executable, "-m", "homeserver", "-c", "hs.yaml"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("config error: media.max_upload_size:")
