@@ -355,3 +355,44 @@ def test_cli_reports_media_config_errors(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("config error: media.max_upload_size:")
+
+
+class _FakeFetcher:
+    """Stands in for federation: serves one remote file, counts calls."""
+
+    def __init__(self, files):
+        self.files = files
+        self.calls = 0
+
+    async def fetch(self, origin, media_id, dest, max_size):
+        from homeserver.api.errors import MatrixError
+        from homeserver.media.service import RemoteFile
+
+        self.calls += 1
+        if media_id == "broken":
+            raise RuntimeError("connection reset")
+        if (origin, media_id) not in self.files:
+            raise MatrixError(404, "M_NOT_FOUND", "no such media")
+        data, ctype = self.files[(origin, media_id)]
+        dest.write(data)
+        return RemoteFile(ctype, "remote.png")
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_media_through_the_fetcher_hook(hs):
+    c = await _user(hs)
+    picture = png(400, 300)
+    fetcher = _FakeFetcher({("other.example", "abcDEF"): (picture, "image/png")})
+    hs.media.remote_fetcher = fetcher
+    for _ in range(2):
+        r = await download(c, "mxc://other.example/abcDEF")
+        assert r.code == 200 and r.body == picture
+        assert r.header("Content-Disposition") == 'inline; filename="remote.png"'
+    assert fetcher.calls == 1  # cached after the first fetch
+    r = await raw(c, "GET", "/_matrix/client/v1/media/thumbnail/other.example/abcDEF",
+                  params={"width": 32, "height": 32, "method": "crop"})
+    assert r.code == 200
+    r = await download(c, "mxc://other.example/missing")
+    assert r.code == 404 and r.json()["errcode"] == "M_NOT_FOUND"
+    r = await download(c, "mxc://other.example/broken")
+    assert r.code == 502
