@@ -59,7 +59,7 @@ def resolve_checked(host: str, port: int, config: UrlPreviewConfig) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         raise PreviewError(f"cannot resolve {host}: {e}") from None
-    addrs = [info[4][0] for info in infos]
+    addrs = [str(info[4][0]) for info in infos]
     if not addrs:
         raise PreviewError(f"cannot resolve {host}")
     for ip in addrs:

@@ -236,7 +236,7 @@ class MediaService:
             d: defer.Deferred[None] = defer.Deferred()
             key = (media.origin, media.media_id)
             self._waiters.setdefault(key, []).append(d)
-            timer = self.clock.call_later(wait_ms / 1000.0, lambda: d.called or d.callback(None))
+            timer: Any = self.clock.call_later(wait_ms / 1000.0, _fire, d)
             try:
                 await d
             finally:
@@ -287,9 +287,11 @@ class MediaService:
             self._gc_lock.release()
         return media
 
-    def open(self, media: MediaInfo | ThumbnailInfo) -> "defer.Deferred[BinaryIO | None]":
+    async def open(self, media: MediaInfo | ThumbnailInfo) -> BinaryIO | None:
         """Open stored bytes for reading (on a thread)."""
-        return self._run(self.storage.open, media.sha256)
+        if media.sha256 is None:
+            return None
+        return await self._run(self.storage.open, media.sha256)  # type: ignore[no-any-return]
 
     async def read_all(self, item: ThumbnailInfo) -> bytes:
         def read() -> bytes:
@@ -419,3 +421,7 @@ class MediaService:
         finally:
             self._gc_lock.release()
 
+
+def _fire(d: "defer.Deferred[None]") -> None:
+    if not d.called:
+        d.callback(None)

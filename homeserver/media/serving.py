@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 from urllib.parse import quote
 
 #: The spec's list of types that may be served ``inline`` (content_repo.md "Serving inline
@@ -53,7 +54,7 @@ def content_disposition(content_type: str | None, filename: str | None) -> str:
     return f"{disposition}; filename*=utf-8''{quote(name, safe='')}"
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | Literal[False]:
     """One byte range of ``size`` bytes from a ``Range`` header.
 
     Returns:

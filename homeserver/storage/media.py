@@ -41,7 +41,8 @@ class ThumbnailInfo:
 
 
 def _media(row: tuple) -> MediaInfo:
-    return MediaInfo(*row[:10], bool(row[10]), bool(row[11]))  # type: ignore[arg-type]
+    return MediaInfo(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
+                     bool(row[10]), bool(row[11]))
 
 
 class MediaStore:

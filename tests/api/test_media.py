@@ -103,6 +103,13 @@ async def test_range_requests(hs):
     assert r.code == 416 and r.header("Content-Range") == "bytes */100"
     r = await download(c, uri, headers={"Range": "bytes=0-1,5-6"})  # several ranges: the whole file
     assert r.code == 200 and r.body == data
+    r = await raw(c, "HEAD", "/_matrix/client/v1/media/download/" + uri[6:])
+    assert r.code == 200 and r.body == b"" and r.header("Accept-Ranges") == "bytes"
+    # no Content-Type at upload: served as application/octet-stream, as an attachment
+    r = await raw(c, "POST", "/_matrix/media/v3/upload", b"blob")
+    r = await download(c, r.json()["content_uri"])
+    assert r.header("Content-Type") == "application/octet-stream"
+    assert r.header("Content-Disposition") == "attachment"
 
 
 @pytest_twisted.ensureDeferred
