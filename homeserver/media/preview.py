@@ -26,6 +26,8 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from twisted.internet import defer
+
 from homeserver.media.config import UrlPreviewConfig
 
 
@@ -208,6 +210,7 @@ class UrlPreviewer:
 
     CACHE_MS = 3600 * 1000
     CACHE_ENTRIES = 1000
+    MAX_CONCURRENT_FETCHES = 4
 
     def __init__(self, config: UrlPreviewConfig, media: Any, clock: Any, run_blocking: Any,
                  max_image_size: int) -> None:
@@ -217,13 +220,16 @@ class UrlPreviewer:
         self._run = run_blocking
         self.max_image_size = max_image_size
         self._cache: dict[str, tuple[int, dict[str, Any]]] = {}
+        # Fetches hold a worker thread for up to `timeout`: cap them so slow sites
+        # cannot starve uploads and thumbnails, which share the reactor's pool.
+        self._slots = defer.DeferredSemaphore(self.MAX_CONCURRENT_FETCHES)
 
     async def preview(self, url: str, user_id: str) -> dict[str, Any]:
         now = self.clock.time_msec()
         hit = self._cache.get(url)
         if hit is not None and hit[0] > now:
             return hit[1]
-        page = await self._run(fetch, url, self.config)
+        page = await self._slots.run(self._run, fetch, url, self.config)
         og: dict[str, Any] = {}
         ctype = page.content_type.split(";", 1)[0].strip().lower()
         if ctype in ("text/html", "application/xhtml+xml"):
@@ -231,7 +237,8 @@ class UrlPreviewer:
             image_url = og.pop("og:image", None)
             if isinstance(image_url, str):
                 try:
-                    image = await self._run(fetch, image_url, self.config, self.max_image_size)
+                    image = await self._slots.run(self._run, fetch, image_url, self.config,
+                                                  self.max_image_size)
                     og.update(await self._store_image(image, user_id))
                 except PreviewError:
                     pass  # a preview without its picture is still a preview
