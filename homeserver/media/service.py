@@ -206,7 +206,7 @@ class MediaService:
     # lookups
 
     async def get_media(self, server_name: str, media_id: str, *, legacy: bool = False,
-                        timeout_ms: int = 20_000) -> MediaInfo:
+                        timeout_ms: int = 20_000, allow_remote: bool = True) -> MediaInfo:
         """The media to serve, waiting up to ``timeout_ms`` for a pending upload.
 
         Raises:
@@ -215,7 +215,7 @@ class MediaService:
         """
         check_media_path(server_name, media_id)
         if server_name != self.server_name:
-            media = await self._get_remote(server_name, media_id)
+            media = await self._get_remote(server_name, media_id, allow_remote)
         else:
             media = await self.store.get_media(server_name, media_id)
             if media is not None and media.pending:
@@ -252,9 +252,9 @@ class MediaService:
                 return fresh
         raise MatrixError(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded")
 
-    async def _get_remote(self, origin: str, media_id: str) -> MediaInfo | None:
+    async def _get_remote(self, origin: str, media_id: str, allow_fetch: bool) -> MediaInfo | None:
         cached = await self.store.get_media(origin, media_id)
-        if cached is not None or self.remote_fetcher is None:
+        if cached is not None or self.remote_fetcher is None or not allow_fetch:
             return cached
         f, path = await self._run(self.storage.new_temp_file)
         try:

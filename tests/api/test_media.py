@@ -396,6 +396,10 @@ async def test_remote_media_through_the_fetcher_hook(hs):
         assert r.code == 200 and r.body == picture
         assert r.header("Content-Disposition") == 'inline; filename="remote.png"'
     assert fetcher.calls == 1  # cached after the first fetch
+    r = await download(c, "mxc://other.example/abcDEF", params={"allow_remote": "false"})
+    assert r.code == 200  # cached, so not remote any more
+    r = await download(c, "mxc://other.example/other", params={"allow_remote": "false"})
+    assert r.code == 404 and fetcher.calls == 1
     r = await raw(c, "GET", "/_matrix/client/v1/media/thumbnail/other.example/abcDEF",
                   params={"width": 32, "height": 32, "method": "crop"})
     assert r.code == 200
@@ -403,3 +407,24 @@ async def test_remote_media_through_the_fetcher_hook(hs):
     assert r.code == 404 and r.json()["errcode"] == "M_NOT_FOUND"
     r = await download(c, "mxc://other.example/broken")
     assert r.code == 502
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_leaving_mid_download(hs, caplog):
+    import socket
+
+    from twisted.internet import reactor, task, threads
+
+    c = await _user(hs)
+    data = os.urandom(8 << 20)
+    uri = await upload(c, data, "video/mp4")
+
+    def leave_early():
+        with socket.create_connection(("127.0.0.1", hs.ports[0])) as s:
+            s.sendall(f"GET /_matrix/client/v1/media/download/{uri[6:]} HTTP/1.1\r\nHost: x\r\n"
+                      f"Authorization: Bearer {c.token}\r\n\r\n".encode())
+            assert s.recv(65536)
+    await threads.deferToThread(leave_early)
+    await task.deferLater(reactor, 0.2, lambda: None)
+    assert (await download(c, uri)).body == data  # still serving
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

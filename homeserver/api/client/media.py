@@ -141,7 +141,8 @@ class MediaServlets:
     async def _download(self, request: ApiRequest, legacy: bool) -> Any:
         p = request.path_params
         media = await self.media.get_media(p["server_name"], p["media_id"], legacy=legacy,
-                                           timeout_ms=_timeout(request))
+                                           timeout_ms=_timeout(request),
+                                           allow_remote=request.query_bool("allow_remote", True))
         return await self._serve(request, media, p.get("file_name") or media.upload_name, legacy)
 
     async def _serve(self, request: ApiRequest, media: MediaInfo, filename: str | None,
@@ -201,7 +202,8 @@ class MediaServlets:
             raise invalid_param("method must be crop or scale")
         animated = request.query_bool("animated", False)
         media = await self.media.get_media(p["server_name"], p["media_id"], legacy=legacy,
-                                           timeout_ms=_timeout(request))
+                                           timeout_ms=_timeout(request),
+                                           allow_remote=request.query_bool("allow_remote", True))
         result = await self.media.thumbnail(media, width, height, method, animated)
         if result.thumbnail is None:
             return await self._serve(request, media, None, legacy)
