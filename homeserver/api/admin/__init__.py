@@ -1,1 +1,1 @@
-"""Admin API: endpoints under ``/_synapse/admin`` that Synapse's tools speak."""
+"""Server administration endpoints (Synapse-compatible ``/_synapse/admin`` paths, so Synapse's tools work)."""
