@@ -222,21 +222,22 @@ class Persister:
             else:
                 after, after_g = before, before_g
             state_rows.append((room_id, ev.event_id, before_g, after_g))
-            # the room's new current state
-            new_current = dict(ctx.new_current_state) if ctx.new_current_state is not None else after
-            if new_current is after:
-                new_group = after_g
-            elif new_current == after:
+            # the room's new current state, and the delta from the previous one
+            delta: dict[StateKey, str] = {}
+            if ctx.new_current_state is None and after is current:
+                new_group = after_g  # a message on the current state: nothing changes
+            elif ctx.new_current_state is None and ctx.state_before is None:
+                delta = {(ev.type, ev.state_key or ""): ev.event_id}  # a local state event
                 new_group = after_g
             else:
-                new_group = self._state.new_group_txn(txn, room_id, new_current, after_g)
-            delta: dict[StateKey, str] = {}
-            for k, v in new_current.items():
-                if current.get(k) != v:
-                    delta[k] = v
-            for k in current:
-                if k not in new_current:
-                    all_delta[k] = None
+                new_current = dict(ctx.new_current_state) if ctx.new_current_state is not None else after
+                new_group = after_g if new_current == after else \
+                    self._state.new_group_txn(txn, room_id, new_current, after_g)
+                delta = {k: v for k, v in new_current.items() if current.get(k) != v}
+                for k in current:
+                    if k not in new_current:
+                        all_delta[k] = None
+                after = new_current
             all_delta.update(delta)
             for (etype, skey), eid in delta.items():
                 if etype == "m.room.member":
@@ -245,7 +246,7 @@ class Persister:
                                                    row.stream_ordering)
                     else:
                         members[skey] = Membership(room_id, skey, "?", eid, "", row.stream_ordering)
-            current, group = dict(new_current), new_group
+            current, group = after, new_group
             per_event.append((row.stream_ordering, delta))
             # extremities
             if ctx.new_extremities is not None:
