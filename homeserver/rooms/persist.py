@@ -304,6 +304,11 @@ class Persister:
                     room.apply(new_ev)
                 if any(k[0] == "m.room.member" for k in delta):
                     joined = frozenset(room.joined)
+            if ev.redacts is not None and not ev.rejected and not item.ctx.outlier:
+                # A redacted state event stays in the state, in its redacted form.
+                for key, cur in list(room.state.items()):
+                    if cur.event_id == ev.redacts:
+                        room.apply(cur.redacted())
             item_result = PersistedEvent(ev, stream, ev.depth, joined, membership, item.ctx.txn_key, stored)
             batch.results.append(item_result)
             if delta is not None and not item.ctx.backfilled:
