@@ -110,7 +110,12 @@ class EventStore:
         """
         if not rows:
             return
-        event_rows, edges, auths, rels, reds, txns = [], [], [], [], [], []
+        event_rows: list[tuple[Any, ...]] = []
+        edges: list[tuple[Any, ...]] = []
+        auths: list[tuple[Any, ...]] = []
+        rels: list[tuple[Any, ...]] = []
+        reds: list[tuple[Any, ...]] = []
+        txns: list[tuple[Any, ...]] = []
         for r in rows:
             ev = r.event
             event_rows.append((ev.room_id, ev.event_id, r.stream_ordering, ev.depth, ev.type,
@@ -368,23 +373,25 @@ class EventStore:
 
     async def get_thread_roots(self, room_id: str, participant: str | None,
                                before_stream: int | None, limit: int) -> list[tuple[str, int]]:
-        """Thread roots ordered by latest activity (newest first), with that position."""
-        def txn_fn(txn: Txn) -> list[tuple[str, int]]:
-            sql = ("SELECT relates_to_id, MAX(stream_ordering) AS latest FROM event_relations"
-                   " WHERE room_id = ? AND rel_type = ? GROUP BY relates_to_id")
-            rows = txn.query(sql, (room_id, "m.thread"))
-            if participant is not None:
-                mine = {r[0] for r in txn.query(
-                    "SELECT relates_to_id FROM event_relations WHERE room_id = ? AND rel_type = ?"
-                    " AND sender = ?", (room_id, "m.thread", participant))}
-                roots_by_me = {r[0] for r in txn.query(
-                    "SELECT event_id FROM events WHERE room_id = ? AND sender = ?", (room_id, participant))}
-                rows = [r for r in rows if r[0] in mine or r[0] in roots_by_me]
-            if before_stream is not None:
-                rows = [r for r in rows if r[1] < before_stream]
-            rows.sort(key=lambda r: -r[1])
-            return [(r[0], int(r[1])) for r in rows[:limit]]
-        return await self.db.run(txn_fn)
+        """Thread roots ordered by latest activity (newest first), with that position.
+
+        With ``participant``, only threads the user started or replied in.
+        """
+        conds, args = ["r.room_id = ?", "r.rel_type = ?"], [room_id, "m.thread"]
+        if participant is not None:
+            conds.append(
+                "(r.relates_to_id IN (SELECT p.relates_to_id FROM event_relations p WHERE p.room_id = ?"
+                " AND p.rel_type = ? AND p.sender = ?) OR r.relates_to_id IN (SELECT e.event_id FROM events e"
+                " WHERE e.room_id = ? AND e.sender = ? AND e.event_id = r.relates_to_id))")
+            args += [room_id, "m.thread", participant, room_id, participant]
+        having, hargs = "", []
+        if before_stream is not None:
+            having, hargs = "HAVING MAX(r.stream_ordering) < ?", [before_stream]
+        sql = (f"SELECT r.relates_to_id, MAX(r.stream_ordering) AS latest FROM event_relations r"
+               f" WHERE {' AND '.join(conds)} GROUP BY r.relates_to_id {having}"
+               f" ORDER BY latest DESC LIMIT ?")
+        rows = await self.db.run(lambda txn: txn.query(sql, [*args, *hargs, limit]))
+        return [(r[0], int(r[1])) for r in rows]
 
 
 def insert_many(txn: Txn, table_and_columns: str, rows: Sequence[Sequence[Any]], suffix: str = "",

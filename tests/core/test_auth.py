@@ -1,7 +1,7 @@
 """Authorization rules: for each rule, an event it allows and one it rejects."""
 
 import pytest
-from core.conftest import ALICE, BOB, CAROL, DAVE, RoomBuilder
+from core_builder import ALICE, BOB, CAROL, DAVE, RoomBuilder
 from signedjson.key import generate_signing_key, get_verify_key
 
 from homeserver.core.auth import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from core.conftest import ALICE, BOB, CAROL, DAVE, RoomBuilder
+from core_builder import ALICE, BOB, CAROL, DAVE, RoomBuilder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core.conftest import ALICE, BOB, CAROL, RoomBuilder
+from core_builder import ALICE, BOB, CAROL, RoomBuilder
 
 from homeserver.core.events import Event
 from homeserver.core.room_versions import get_room_version
