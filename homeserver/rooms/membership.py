@@ -206,7 +206,7 @@ class MembershipService:
     async def forget(self, user_id: str, room_id: str) -> None:
         m = await self.state.get_membership(room_id, user_id)
         if m is None:
-            raise not_in_room()
+            raise MatrixError(400, "M_UNKNOWN", "You have never been in this room.")
         if m.membership in ("join", "invite", "knock"):
             raise MatrixError(400, "M_UNKNOWN", "Leave the room before forgetting it.")
         await self.state.forget(room_id, user_id)

@@ -27,6 +27,7 @@ What the entry point accepts (:class:`EventContext`):
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -264,10 +265,9 @@ class Persister:
             cond, args = txn.in_list("event_id", [m.event_id for m in unresolved])
             found = {r[0]: (r[1], r[2]) for r in txn.query(
                 f"SELECT event_id, json, sender FROM events WHERE room_id = ? AND {cond}", [room_id, *args])}
-            import json as _json
             for m in unresolved:
                 if m.event_id in found:
-                    content = _json.loads(found[m.event_id][0]).get("content", {})
+                    content = json.loads(found[m.event_id][0]).get("content", {})
                     members[m.user_id] = Membership(room_id, m.user_id, str(content.get("membership", "leave")),
                                                     m.event_id, found[m.event_id][1], m.stream_ordering)
                 else:
