@@ -30,6 +30,12 @@ from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
 from homeserver.api.client.directory import DirectoryServlets
+from homeserver.api.client.groups import GroupServlets
+from homeserver.groups.config import GroupsConfig
+from homeserver.groups.face_to_face import FaceToFace
+from homeserver.groups.policy import GroupPolicy
+from homeserver.groups.service import GroupService
+from homeserver.storage.groups import GroupStore
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.create import RoomCreator
@@ -115,7 +121,11 @@ class HomeServer:
         self.room_states = StateCache(self.room_store, self.event_store, self.state_store)
         self.persister = Persister(self.db, self.event_store, self.state_store, self.room_store,
                                    self.room_states, self.event_stream, self.event_stream_ids, self.clock)
-        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock)
+        # groups: member cap and @room rule on every local event, recall window on redactions
+        self.groups_config = GroupsConfig.parse(config.section("groups"))
+        self.group_policy = GroupPolicy(self.groups_config, self.clock)
+        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock,
+                                          checks=[self.group_policy.check_event])
         self.event_sender = EventSender(self.event_builder, self.room_states, self.persister, self.event_store)
         #: Federation plugs remote joins/invites/knocks in here (None: federation off).
         self.remote_membership: RemoteMembership | None = None
@@ -123,12 +133,18 @@ class HomeServer:
                                             self.room_store, self.users, self.remote_membership)
         self.room_creator = RoomCreator(self.server_name, config.default_room_version, self.event_sender,
                                         self.membership, self.room_store, self.clock)
-        self.redactor = Redactor(self.event_sender)
+        self.redactor = Redactor(self.event_sender, checks=[self.group_policy.check_redaction])
         self.visibility = Visibility(self.event_store, self.state_store)
         self.relations = Relations(self.event_store)
         self.room_history = RoomHistory(self.room_states, self.event_store, self.state_store, self.visibility,
                                         self.relations, self.clock)
         self.directory = Directory(self.server_name, self.room_store, self.room_states, self.membership)
+        self.group_store = GroupStore(self.db)
+        self.groups = GroupService(self.server_name, config.public_baseurl, self.groups_config, self.group_store,
+                                   self.event_sender, self.membership, self.clock)
+        self.face_to_face = FaceToFace(self.groups, self.room_creator, self.clock,
+                                       self.groups_config.face_to_face_radius_m,
+                                       self.groups_config.face_to_face_window_ms)
         # media (remote_fetcher is set by federation wiring when it exists)
         self.media_config = MediaConfig.parse(config.section("media"), config.data_dir)
         self.media_store = MediaStore(self.db)
@@ -153,10 +169,11 @@ class HomeServer:
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
+        self.group_servlets = GroupServlets(self.groups, self.face_to_face, self.groups_config)
         self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
                                             self.url_previewer)
         for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
-                         self.directory_servlets, self.media_servlets,
+                         self.directory_servlets, self.media_servlets, self.group_servlets,
                          AdminMediaServlets(self.media, self.users)):
             servlets.register(self.router)
         if self.metrics is not None:
@@ -178,6 +195,7 @@ class HomeServer:
         await threads.deferToThread(apply_migrations, self.db)
         await threads.deferToThread(self._load_positions)
         self.media.start()
+        await self.groups.start()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
@@ -197,6 +215,8 @@ class HomeServer:
             return
         self._stopping = True
         self.media.stop()
+        self.groups.stop()
+        self.face_to_face.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
         drain = defer.Deferred.fromCoroutine(self.site.drain())
