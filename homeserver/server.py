@@ -34,6 +34,7 @@ from homeserver.api.client.groups import GroupServlets
 from homeserver.groups.config import GroupsConfig
 from homeserver.groups.face_to_face import FaceToFace
 from homeserver.groups.policy import GroupPolicy
+from homeserver.groups.qr import QrRenderer
 from homeserver.groups.service import GroupService
 from homeserver.storage.groups import GroupStore
 from homeserver.api.client.rooms import RoomServlets
@@ -169,7 +170,8 @@ class HomeServer:
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
-        self.group_servlets = GroupServlets(self.groups, self.face_to_face, self.groups_config)
+        self.group_servlets = GroupServlets(self.groups, self.face_to_face, self.groups_config,
+                                            QrRenderer(threads.deferToThread))
         self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
                                             self.url_previewer)
         for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
+from typing import Awaitable, Callable
 
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M
@@ -20,3 +22,28 @@ def render_qr_png(text: str) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+class QrRenderer:
+    """Renders QR PNGs off the reactor thread (about 30-40 ms of CPU each) and keeps the latest ones.
+
+    Args:
+        run_in_thread: e.g. ``twisted.internet.threads.deferToThread``.
+        cache_size: how many PNGs are kept (a code's image never changes).
+    """
+
+    def __init__(self, run_in_thread: Callable[..., Awaitable[bytes]], cache_size: int = 256) -> None:
+        self._run = run_in_thread
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._size = cache_size
+
+    async def png(self, text: str) -> bytes:
+        cached = self._cache.get(text)
+        if cached is not None:
+            self._cache.move_to_end(text)
+            return cached
+        data = await self._run(render_qr_png, text)
+        self._cache[text] = data
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return data

@@ -15,7 +15,7 @@ from homeserver.api.validate import get_bool, get_int, get_str
 from homeserver.core.ids import is_valid_room_id, is_valid_user_id
 from homeserver.groups.config import GroupsConfig
 from homeserver.groups.face_to_face import FaceToFace
-from homeserver.groups.qr import render_qr_png
+from homeserver.groups.qr import QrRenderer
 from homeserver.groups.service import MAX_ANNOUNCEMENT, MAX_MUTE_MS, GroupService
 
 PREFIX = "/_matrix/client/unstable/im.qun"
@@ -53,8 +53,10 @@ def _code(raw: str) -> str:
 
 
 class GroupServlets:
-    def __init__(self, groups: GroupService, face_to_face: FaceToFace, config: GroupsConfig) -> None:
+    def __init__(self, groups: GroupService, face_to_face: FaceToFace, config: GroupsConfig,
+                 qr: QrRenderer) -> None:
         self.groups = groups
+        self.qr = qr
         self.f2f = face_to_face
         self.config = config
 
@@ -95,7 +97,7 @@ class GroupServlets:
         """GET /_matrix/client/unstable/im.qun/invite_code/{code}/qr.png
         A PNG QR code carrying the code's invite URI."""
         code, _ = await self.groups.lookup_code(_code(request.path_params["code"]))
-        png = render_qr_png(self.groups.invite_uri(code.code))
+        png = await self.qr.png(self.groups.invite_uri(code.code))
         return Response(200, png, "image/png", {"Cache-Control": "private, max-age=3600"})
 
     async def join_by_code(self, request: ApiRequest) -> dict[str, Any]:
