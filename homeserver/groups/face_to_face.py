@@ -4,7 +4,8 @@ The first caller with a code creates a group and opens a *session*: the
 code, the caller's location and the group, kept in memory only and dropped
 when the window closes (a timer on the injected clock). Later callers with
 the same digits within the radius of that location and inside the window
-are admitted to that group (invited on behalf of its creator, then joined).
+are admitted to that group (invited on behalf of its creator, or of another
+local member able to invite if the creator left, then joined).
 The same digits elsewhere open another session. Calls with one code are
 serialised by a per-code lock, so two first callers cannot create two groups.
 """
@@ -82,7 +83,7 @@ class FaceToFace:
                         continue  # banned there: this caller gets a group of their own
                     self.groups._check_room_for_one_more(room)
                     if membership != "invite":
-                        await self.groups.invite_as(room, s.creator, user_id)
+                        await self.groups.invite_as(room, self.groups.inviter_for(room, s.creator), user_id)
                     await self.groups.membership.join(user_id, s.room_id)
                 return s.room_id
         room_id, _ = await self.creator.create(user_id, CreateRoomRequest(preset="private_chat"))

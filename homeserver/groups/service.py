@@ -489,6 +489,15 @@ class GroupService:
             raise forbidden("The member who shared this invitation can no longer invite.")
         await self.membership.invite(inviter, room.room_id, user_id)
 
+    def inviter_for(self, room: RoomState, preferred: str) -> str:
+        """``preferred`` if still able to invite, else the local member with the most power who is."""
+        pl = room.tip_power_levels()
+        able = [u for u in room.joined if get_domain_from_id(u) == self.server_name
+                and pl.user_level(u) >= pl.invite]
+        if preferred in able or not able:
+            return preferred
+        return max(able, key=lambda u: (pl.user_level(u), u))
+
     def members(self, room: RoomState) -> list[dict[str, Any]]:
         out = []
         for user in sorted(room.joined):

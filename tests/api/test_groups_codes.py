@@ -56,6 +56,11 @@ async def test_invite_code_preview_qr_and_join(hs):
     assert png == render_qr_png(made["uri"])
     status, err = await dave.get(f"{P}/invite_code/ZZZZZZZZZZZZ/qr.png")
     assert status == 404 and err["errcode"] == "M_NOT_FOUND"
+    for path in (f"{P}/invite_code/{code}", f"{P}/invite_code/{code}/qr.png"):
+        status, err = await dave.get(path, token="")
+        assert status == 401 and err["errcode"] == "M_MISSING_TOKEN"
+    status, err = await dave.post(f"{P}/join_by_code", {"code": code}, token="")
+    assert status == 401
 
     # joining by code admits into the invite-only group (invited on bob's behalf, then joined)
     status, joined = await dave.post(f"{P}/join_by_code", {"code": code})
@@ -118,7 +123,7 @@ async def test_invite_codes_expire(config):
 async def test_face_to_face_groups(config):
     hs, clock = await start_clocked(config)
     try:
-        a, b, c, d, e = await users(hs, "a", "b", "c", "d", "e")
+        a, b, c, d, e, f = await users(hs, "a", "b", "c", "d", "e", "f")
         here = {"lat": 39.9042, "lon": 116.4074}
         near = {"lat": 39.9092, "lon": 116.4074}   # ~560 m north
         far = {"lat": 31.2304, "lon": 121.4737}    # another city
@@ -140,6 +145,11 @@ async def test_face_to_face_groups(config):
         status, again = await a.post(f"{P}/face_to_face", {"code": "1234", **here})
         assert again["room_id"] == room and len(again["members"]) == 2
         assert hs.face_to_face.open_sessions() == 3
+        # the creator leaving does not close the door: another member invites
+        assert (await a.post(f"{V3}/rooms/{room}/leave"))[0] == 200
+        status, joined = await f.post(f"{P}/face_to_face", {"code": "1234", **here})
+        assert status == 200 and joined["room_id"] == room
+        assert {m["user_id"] for m in joined["members"]} == {b.user_id, f.user_id}
         # after the window the session (and its location) is gone: a new group
         clock.advance(15 * 60 + 1)
         assert hs.face_to_face.open_sessions() == 0

@@ -83,6 +83,10 @@ async def test_mute_and_unmute(config):
             assert status == 403 and err["errcode"] == "M_FORBIDDEN", (actor.user_id, target.user_id)
         status, err = await carol.post(f"{P}/rooms/{room}/unmute", {"user_id": bob.user_id})
         assert status == 403
+        for body, errcode in (({}, "M_MISSING_PARAM"), ({"user_id": ["x"]}, "M_BAD_JSON"),
+                              ({"user_id": "x"}, "M_INVALID_PARAM")):
+            status, err = await admin.post(f"{P}/rooms/{room}/unmute", body)
+            assert status == 400 and err["errcode"] == errcode, (body, err)
         status, err = await admin.post(f"{P}/rooms/{room}/unmute", {"user_id": owner.user_id})
         assert status == 403
         # bad input
@@ -206,6 +210,9 @@ async def test_join_approval_requests_approve_deny(hs):
     assert [r["user_id"] for r in listed["requests"]] == [knocker.user_id, denied.user_id]
     assert listed["requests"][1]["reason"] == "let me in"
     assert (await member.get(f"{P}/rooms/{room}/join_requests"))[0] == 403
+    assert (await knocker.get(f"{P}/rooms/{room}/join_requests"))[0] == 403
+    status, err = await admin.get(f"{P}/rooms/not-a-room/join_requests")
+    assert status == 400 and err["errcode"] == "M_INVALID_PARAM"
 
     # approve: a local requester becomes a member with no further step
     status, err = await member.post(f"{P}/rooms/{room}/approve", {"user_id": knocker.user_id})
