@@ -164,6 +164,10 @@ class HomeServer:
         self.router = Router(self.auth)
         self.metrics = Metrics() if config.metrics_enabled else None
         self.versions = VersionsServlets(config)
+        self.versions.unstable_features["im.qun.groups"] = True
+        self.versions.capabilities["im.qun.groups"] = {
+            "max_members": self.groups_config.max_members, "max_admins": self.groups_config.max_admins,
+            "recall_window_ms": self.groups_config.recall_window_ms}
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
 
 from homeserver.config import Config, ConfigError
 from homeserver.groups.config import GroupsConfig
@@ -32,3 +33,14 @@ def test_lifetime_cap_is_never_below_the_default():
     g = GroupsConfig.parse(Config.from_dict({"server_name": "x", "groups": {
         "invite_code_lifetime_ms": 90 * 24 * 3600 * 1000}}).section("groups"))
     assert g.max_invite_code_lifetime_ms == g.invite_code_lifetime_ms
+
+
+@pytest_twisted.ensureDeferred
+async def test_advertised_in_versions_and_capabilities(client_factory):
+    c = client_factory()
+    status, versions = await c.get("/_matrix/client/versions")
+    assert versions["unstable_features"]["im.qun.groups"] is True
+    await c.register("cap")
+    status, caps = await c.get("/_matrix/client/v3/capabilities")
+    assert caps["capabilities"]["im.qun.groups"] == {"max_members": 500, "max_admins": 3,
+                                                     "recall_window_ms": 120_000}
