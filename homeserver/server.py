@@ -33,6 +33,7 @@ from homeserver.api.client.directory import DirectoryServlets
 from homeserver.api.client.groups import GroupServlets
 from homeserver.groups.config import GroupsConfig
 from homeserver.groups.face_to_face import FaceToFace
+from homeserver.groups.invite_codes import InviteCodes
 from homeserver.groups.policy import GroupPolicy
 from homeserver.groups.qr import QrRenderer
 from homeserver.groups.service import GroupService
@@ -141,8 +142,10 @@ class HomeServer:
                                         self.relations, self.clock)
         self.directory = Directory(self.server_name, self.room_store, self.room_states, self.membership)
         self.group_store = GroupStore(self.db)
-        self.groups = GroupService(self.server_name, config.public_baseurl, self.groups_config, self.group_store,
-                                   self.event_sender, self.membership, self.clock)
+        self.groups = GroupService(self.server_name, self.groups_config, self.group_store, self.event_sender,
+                                   self.membership, self.clock)
+        self.invite_codes = InviteCodes(self.groups, self.group_store, self.clock, self.server_name,
+                                        config.public_baseurl)
         self.face_to_face = FaceToFace(self.groups, self.room_creator, self.clock,
                                        self.groups_config.face_to_face_radius_m,
                                        self.groups_config.face_to_face_window_ms)
@@ -174,7 +177,7 @@ class HomeServer:
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
-        self.group_servlets = GroupServlets(self.groups, self.face_to_face, self.groups_config,
+        self.group_servlets = GroupServlets(self.groups, self.invite_codes, self.face_to_face, self.groups_config,
                                             QrRenderer(threads.deferToThread))
         self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
                                             self.url_previewer)
@@ -202,6 +205,7 @@ class HomeServer:
         await threads.deferToThread(self._load_positions)
         self.media.start()
         await self.groups.start()
+        self.invite_codes.start()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
@@ -222,6 +226,7 @@ class HomeServer:
         self._stopping = True
         self.media.stop()
         self.groups.stop()
+        self.invite_codes.stop()
         self.face_to_face.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()

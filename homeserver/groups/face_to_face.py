@@ -81,7 +81,7 @@ class FaceToFace:
                 if membership != "join":
                     if membership == "ban":
                         continue  # banned there: this caller gets a group of their own
-                    self.groups._check_room_for_one_more(room)
+                    self.groups.check_room_has_space(room)
                     if membership != "invite":
                         await self.groups.invite_as(room, self.groups.inviter_for(room, s.creator), user_id)
                     await self.groups.membership.join(user_id, s.room_id)

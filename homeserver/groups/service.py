@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import secrets
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -34,7 +33,7 @@ from homeserver.groups.policy import group_full
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.send import EventSender
 from homeserver.rooms.state_cache import RoomState
-from homeserver.storage.groups import GroupStore, InviteCode, Mute
+from homeserver.storage.groups import GroupStore, Mute
 from homeserver.util.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -45,36 +44,14 @@ ANNOUNCEMENT_TYPE = "im.qun.announcement"
 MAX_ANNOUNCEMENT = 4096
 TOO_MANY_ADMINS = "IM.QUN_TOO_MANY_ADMINS"
 
-#: Invite code alphabet: Crockford's base32 (no I, L, O, U), easy to read aloud and type.
-CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-#: 12 characters x 5 bits = 60 random bits (see docs/groups.md).
-CODE_LENGTH = 12
-#: How often expired invite codes are deleted.
-PURGE_INTERVAL_S = 3600.0
 #: The longest timed mute.
 MAX_MUTE_MS = 366 * 24 * 3600 * 1000
 
 
-def new_invite_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-
-
-def normalise_code(raw: str) -> str | None:
-    """Upper-case, drop spaces and dashes, map look-alikes; None if it cannot be a code."""
-    code = raw.strip().upper().replace("-", "").replace(" ", "")
-    code = code.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
-    if len(code) != CODE_LENGTH or any(c not in CODE_ALPHABET for c in code):
-        return None
-    return code
-
-
 class GroupService:
-    def __init__(self, server_name: str, public_baseurl: str | None, config: GroupsConfig, store: GroupStore,
+    def __init__(self, server_name: str, config: GroupsConfig, store: GroupStore,
                  sender: EventSender, membership: MembershipService, clock: Clock) -> None:
         self.server_name = server_name
-        base = (public_baseurl or f"https://{server_name}").rstrip("/")
-        #: Invite URIs are ``<base>/_matrix/client/unstable/im.qun/invite_code/<code>`` (docs/groups.md).
-        self.invite_uri_prefix = f"{base}/_matrix/client/unstable/im.qun/invite_code/"
         self.config = config
         self.store = store
         self.sender = sender
@@ -82,7 +59,6 @@ class GroupService:
         self.clock = clock
         self._pl_locks: dict[str, defer.DeferredLock] = {}
         self._mute_timers: dict[tuple[str, str], IDelayedCall] = {}
-        self._purge: Any = None
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -90,20 +66,12 @@ class GroupService:
         """Schedule every stored timed mute (lifting those that expired while we were down)."""
         for mute in await self.store.get_timed_mutes():
             self._schedule_lift(mute.room_id, mute.user_id, mute.expires_at or 0)
-        self._purge = self.clock.looping_call(self._purge_codes, PURGE_INTERVAL_S, now=True)
 
     def stop(self) -> None:
-        if self._purge is not None and self._purge.running:
-            self._purge.stop()
         for call in self._mute_timers.values():
             if call.active():
                 call.cancel()
         self._mute_timers.clear()
-
-    def _purge_codes(self) -> "defer.Deferred[Any]":
-        d = defer.ensureDeferred(self.store.purge_expired_codes(self.clock.time_msec()))
-        d.addErrback(lambda f: logger.warning("purging expired invite codes failed: %s", f.value))
-        return d
 
     # --- helpers ----------------------------------------------------------------
 
@@ -397,7 +365,8 @@ class GroupService:
         out.sort(key=lambda i: (i["ts"], i["user_id"]))
         return out
 
-    def _check_room_for_one_more(self, room: RoomState) -> None:
+    def check_room_has_space(self, room: RoomState) -> None:
+        """Refuse early (403 IM.QUN_GROUP_FULL) when a join would be over the cap anyway."""
         if room.tip_joined_count() >= self.config.max_members:
             raise group_full(self.config.max_members)
 
@@ -406,7 +375,7 @@ class GroupService:
         room = await self.admin_room(room_id, actor)
         if room.membership(target) != "knock":
             raise not_found(f"{target} has no pending join request.")
-        self._check_room_for_one_more(room)
+        self.check_room_has_space(room)
         await self.membership.invite(actor, room_id, target)
         if self.membership.is_mine(target):
             await self.membership.join(target, room_id)
@@ -425,62 +394,7 @@ class GroupService:
         content = {"text": text, "author": actor, "ts": self.clock.time_msec(), "m.mentions": {"room": True}}
         return await self.sender.send(actor, room_id, ANNOUNCEMENT_TYPE, content, state_key="")
 
-    # --- invite codes -----------------------------------------------------------
-
-    async def create_invite_code(self, actor: str, room_id: str, ttl_ms: int | None) -> dict[str, Any]:
-        room = await self.room(room_id, actor)
-        pl = room.tip_power_levels()
-        if pl.user_level(actor) < pl.invite:
-            raise forbidden("You are not allowed to invite people to this group.")
-        ttl = ttl_ms if ttl_ms is not None else self.config.invite_code_lifetime_ms
-        now = self.clock.time_msec()
-        code = InviteCode(new_invite_code(), room_id, actor, now, now + ttl)
-        await self.store.add_invite_code(code)
-        return {"code": code.code, "expires_at": code.expires_at, "uri": self.invite_uri(code.code)}
-
-    def invite_uri(self, code: str) -> str:
-        return self.invite_uri_prefix + code
-
-    async def lookup_code(self, raw: str) -> tuple[InviteCode, RoomState]:
-        """A live code and its room; 404 M_NOT_FOUND for unknown, malformed or expired codes."""
-        code = normalise_code(raw)
-        found = await self.store.get_invite_code(code) if code is not None else None
-        if found is None or found.expires_at <= self.clock.time_msec():
-            raise not_found("Unknown or expired invite code.")
-        room = await self.sender.cache.get(found.room_id)
-        if room is None:
-            raise not_found("Unknown or expired invite code.")
-        return found, room
-
-    async def preview(self, raw: str) -> dict[str, Any]:
-        code, room = await self.lookup_code(raw)
-        out: dict[str, Any] = {"room_id": room.room_id, "member_count": len(room.joined),
-                               "join_rule": room.join_rule, "join_approval": room.join_rule == "knock",
-                               "expires_at": code.expires_at}
-        for etype, key, name in (("m.room.name", "name", "name"), ("m.room.avatar", "url", "avatar_url"),
-                                 ("m.room.topic", "topic", "topic")):
-            value = room.content(etype).get(key)
-            if isinstance(value, str) and value:
-                out[name] = value
-        return out
-
-    async def join_by_code(self, user_id: str, raw: str) -> dict[str, Any]:
-        code, room = await self.lookup_code(raw)
-        room_id = room.room_id
-        membership = room.membership(user_id)
-        if membership == "join":
-            return {"room_id": room_id}
-        if membership == "ban":
-            raise forbidden("You are banned from this group.")
-        if room.join_rule == "knock" and membership != "invite":
-            if membership != "knock":
-                await self.membership.knock(user_id, room_id, reason=None)
-            return {"room_id": room_id, "knocked": True}
-        self._check_room_for_one_more(room)
-        if room.join_rule != "public" and membership != "invite":
-            await self.invite_as(room, code.creator, user_id)
-        await self.membership.join(user_id, room_id)
-        return {"room_id": room_id}
+    # --- admitting users (invite codes, face to face) -------------------------
 
     async def invite_as(self, room: RoomState, inviter: str, user_id: str) -> None:
         """The server invites on behalf of ``inviter``, who must still be able to invite."""

@@ -9,7 +9,7 @@ from PIL import Image
 import support
 from groups_helpers import P, gather, membership, start_clocked
 from homeserver.groups.qr import render_qr_png
-from homeserver.groups.service import CODE_ALPHABET, CODE_LENGTH
+from homeserver.groups.invite_codes import CODE_ALPHABET, CODE_LENGTH
 from room_helpers import V3, create, users
 
 

@@ -15,6 +15,7 @@ from homeserver.api.validate import get_bool, get_int, get_str
 from homeserver.core.ids import is_valid_room_id, is_valid_user_id
 from homeserver.groups.config import GroupsConfig
 from homeserver.groups.face_to_face import FaceToFace
+from homeserver.groups.invite_codes import InviteCodes
 from homeserver.groups.qr import QrRenderer
 from homeserver.groups.service import MAX_ANNOUNCEMENT, MAX_MUTE_MS, GroupService
 
@@ -53,9 +54,10 @@ def _code(raw: str) -> str:
 
 
 class GroupServlets:
-    def __init__(self, groups: GroupService, face_to_face: FaceToFace, config: GroupsConfig,
+    def __init__(self, groups: GroupService, codes: InviteCodes, face_to_face: FaceToFace, config: GroupsConfig,
                  qr: QrRenderer) -> None:
         self.groups = groups
+        self.codes = codes
         self.qr = qr
         self.f2f = face_to_face
         self.config = config
@@ -86,25 +88,25 @@ class GroupServlets:
         room_id = _room_id(request)
         ttl = get_int(request.json(), "ttl_ms", None, minimum=1000,
                       maximum=self.config.max_invite_code_lifetime_ms)
-        return await self.groups.create_invite_code(request.requester.user_id, room_id, ttl)
+        return await self.codes.create_invite_code(request.requester.user_id, room_id, ttl)
 
     async def preview_invite_code(self, request: ApiRequest) -> dict[str, Any]:
         """GET /_matrix/client/unstable/im.qun/invite_code/{code}
         Preview the group behind a live code (for someone not yet in it)."""
-        return await self.groups.preview(_code(request.path_params["code"]))
+        return await self.codes.preview(_code(request.path_params["code"]))
 
     async def invite_code_qr(self, request: ApiRequest) -> Response:
         """GET /_matrix/client/unstable/im.qun/invite_code/{code}/qr.png
         A PNG QR code carrying the code's invite URI."""
-        code, _ = await self.groups.lookup_code(_code(request.path_params["code"]))
-        png = await self.qr.png(self.groups.invite_uri(code.code))
+        code, _ = await self.codes.lookup_code(_code(request.path_params["code"]))
+        png = await self.qr.png(self.codes.invite_uri(code.code))
         return Response(200, png, "image/png", {"Cache-Control": "private, max-age=3600"})
 
     async def join_by_code(self, request: ApiRequest) -> dict[str, Any]:
         """POST /_matrix/client/unstable/im.qun/join_by_code
         Join the group of a live code (or file a join request when approval is on)."""
         code = get_str(request.json(), "code", max_len=MAX_CODE_INPUT)
-        return await self.groups.join_by_code(request.requester.user_id, _code(code))
+        return await self.codes.join_by_code(request.requester.user_id, _code(code))
 
     async def face_to_face(self, request: ApiRequest) -> dict[str, Any]:
         """POST /_matrix/client/unstable/im.qun/face_to_face
