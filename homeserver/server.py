@@ -74,8 +74,6 @@ from homeserver.util.ids import random_string
 
 logger = logging.getLogger(__name__)
 
-#: How long shutdown waits for in-flight requests before closing the database.
-SHUTDOWN_GRACE_S = 10.0
 
 
 def load_or_create_signing_key(path: str) -> Any:
@@ -244,7 +242,7 @@ class HomeServer:
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
         drain = defer.Deferred.fromCoroutine(self.site.drain())
-        drain.addTimeout(SHUTDOWN_GRACE_S, self.reactor)
+        drain.addTimeout(self.config.shutdown_grace_period, self.reactor)
         try:
             await drain
         except defer.TimeoutError:
