@@ -20,15 +20,43 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IListeningPort
 
 from homeserver.api.client.account import AccountServlets
+from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.presence import PresenceServlets
+from homeserver.api.client.receipts import ReceiptServlets
 from homeserver.api.client.register import RegisterServlets
+from homeserver.api.client.sync import SyncServlets
+from homeserver.api.client.tags import TagServlets
+from homeserver.api.client.to_device import ToDeviceServlets
+from homeserver.api.client.typing import TypingServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
 from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
+from homeserver.push.websocket import WebSocketChannel
+from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.database import Database, apply_migrations
+from homeserver.storage.device_lists import DeviceListStore
+from homeserver.storage.filters import FilterStore
+from homeserver.storage.presence import PresenceStore
+from homeserver.storage.receipts import ReceiptStore
+from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.users import UserStore
+from homeserver.sync.account_data import AccountDataService
+from homeserver.sync.builder import SyncBuilder
+from homeserver.sync.config import SyncConfig
+from homeserver.sync.device_lists import DeviceListTracker
+from homeserver.sync.membership import MembershipIndex
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.presence import PresenceService
+from homeserver.sync.receipts import ReceiptService
+from homeserver.sync.recent import RecentEvents
+from homeserver.sync.service import SyncService
+from homeserver.sync.to_device import ToDeviceService
+from homeserver.sync.typing import TypingService
+from homeserver.sync.unread import DefaultUnreadCounter
+from homeserver.sync.user_rooms import UserRooms
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
 from homeserver.users.passwords import PasswordHasher
@@ -81,6 +109,36 @@ class HomeServer:
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
 
+        # realtime: streams, notifier, /sync builder (see docs/sync.md)
+        self.sync_config = SyncConfig.parse(config.section("sync"))
+        self.membership = MembershipIndex()
+        self.notifier = Notifier(self.clock, self.membership.joined_members)
+        self.user_rooms = UserRooms()
+        self.recent_events = RecentEvents(capacity=self.sync_config.recent_events_per_room)
+        self.account_data_store = AccountDataStore(self.db)
+        self.receipt_store = ReceiptStore(self.db)
+        self.to_device_store = ToDeviceStore(self.db)
+        self.device_list_store = DeviceListStore(self.db)
+        self.filter_store = FilterStore(self.db)
+        self.account_data = AccountDataService(self.account_data_store, self.notifier)
+        self.receipts = ReceiptService(self.receipt_store, self.membership, self.notifier, self.clock)
+        self.typing = TypingService(self.clock, self.membership, self.notifier)
+        self.presence = PresenceService(PresenceStore(self.db), self.membership, self.notifier, self.clock,
+                                        config.presence_enabled)
+        self.to_device = ToDeviceService(self.to_device_store, self.notifier, self.clock, self.server_name,
+                                         self._device_ids)
+        self.device_lists = DeviceListTracker(self.device_list_store, self.membership, self.notifier)
+        self.unread = DefaultUnreadCounter(self.db, self.clock, self.recent_events,
+                                           self.membership.joined_members)
+        self.receipts.listeners.append(
+            lambda room_id, user_id, _type, event_id: self.unread.on_receipt(room_id, user_id, event_id))
+        self.sync_builder = SyncBuilder(
+            membership=self.membership, user_rooms=self.user_rooms, recent=self.recent_events, rooms=None,
+            account_data=self.account_data, receipts=self.receipts, typing=self.typing,
+            presence=self.presence, to_device=self.to_device, device_lists=self.device_lists,
+            unread=self.unread)
+        self.sync = SyncService(self.sync_builder, self.notifier, self.presence, self.filter_store, self.clock)
+
         # HTTP
         rl = config.rate_limiting
         self.login_limiter = RateLimiter(self.clock, rl.login, rl.enabled)
@@ -92,11 +150,20 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets()):
+        self.sync_servlets = SyncServlets(self.sync, self.filter_store)
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(),
+                         self.sync_servlets, ReceiptServlets(self.receipts, self.account_data, self.membership),
+                         TypingServlets(self.typing), PresenceServlets(self.presence, self.membership),
+                         AccountDataServlets(self.account_data), TagServlets(self.account_data),
+                         ToDeviceServlets(self.to_device)):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
+        self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,
+                                          self.notifier, self.presence, self.clock, self.sync_config,
+                                          config.max_request_body_size)
+        self.websocket.install(self.site)
 
         self._ports: list[IListeningPort] = []
         self._stopping = False
@@ -110,11 +177,27 @@ class HomeServer:
         """Open the database, apply migrations and start listening."""
         self.db.start()
         await threads.deferToThread(apply_migrations, self.db)
+        await self._start_streams()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
                 self._ports.append(port)
                 logger.info("listening on http://%s:%d", listener.bind, port.getHost().port)
+
+    async def _start_streams(self) -> None:
+        """Load stream positions into the notifier (after migrations, before listening)."""
+        for store in (self.account_data_store, self.receipt_store, self.to_device_store,
+                      self.device_list_store):
+            await store.load()
+        self.notifier.set_position("account_data", self.account_data_store.stream.current())
+        self.notifier.set_position("receipts", self.receipt_store.stream.current())
+        self.notifier.set_position("to_device", self.to_device_store.stream.current())
+        self.notifier.set_position("device_lists", self.device_list_store.stream.current())
+        await self.unread.load()
+        await self.presence.start()
+
+    async def _device_ids(self, user_id: str) -> list[str]:
+        return [d.device_id for d in await self.users.get_devices(user_id)]
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
@@ -129,4 +212,7 @@ class HomeServer:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
+        self.websocket.close_all()
+        await self.presence.stop()
+        await self.unread.stop()
         await self.db.close()
