@@ -206,13 +206,13 @@ class HomeServer:
         self._stopping = True
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
+        self.websocket.close_all()
         drain = defer.Deferred.fromCoroutine(self.site.drain())
         drain.addTimeout(SHUTDOWN_GRACE_S, self.reactor)
         try:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
-        self.websocket.close_all()
         await self.presence.stop()
         await self.unread.stop()
         await self.db.close()

@@ -77,6 +77,9 @@ class SyncSocket(WebSocketServerProtocol):
         self.user_id = req.user_id
         self.since = req.since
         self.channel._opened(self)
+        # Twisted Web's channel was the transport's producer until autobahn took over.
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
         self.registerProducer(self, True)
         self._listener = self.channel.notifier.listen(self.user_id, self._wake, persistent=True)
         self.channel.presence.sync_started(self.user_id, req.set_presence)
