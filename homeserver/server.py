@@ -20,8 +20,10 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IListeningPort
 
 from homeserver.api.client.account import AccountServlets
+from homeserver.api.admin.media import AdminMediaServlets
 from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
 from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.receipts import ReceiptServlets
 from homeserver.api.client.register import RegisterServlets
@@ -34,9 +36,31 @@ from homeserver.api.http import HttpSite, Router
 from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
+from homeserver.api.client.directory import DirectoryServlets
+from homeserver.api.client.rooms import RoomServlets
+from homeserver.rooms.builder import EventBuilder
+from homeserver.rooms.create import RoomCreator
+from homeserver.rooms.directory import Directory
+from homeserver.rooms.history import RoomHistory
+from homeserver.rooms.membership import MembershipService, RemoteMembership
+from homeserver.rooms.persist import Persister
+from homeserver.rooms.redact import Redactor
+from homeserver.rooms.relations import Relations
+from homeserver.rooms.send import EventSender
+from homeserver.rooms.state_cache import StateCache
+from homeserver.rooms.stream import EventStream
+from homeserver.rooms.visibility import Visibility
+from homeserver.storage.database import Database, StreamIdGenerator, apply_migrations
+from homeserver.storage.events import EventStore
+from homeserver.storage.rooms import RoomStore
+from homeserver.storage.state import StateStore
+from homeserver.media.config import MediaConfig
+from homeserver.media.preview import UrlPreviewer
+from homeserver.media.service import MediaService
+from homeserver.media.storage import LocalFileStorage
+from homeserver.storage.media import MediaStore
 from homeserver.push.websocket import WebSocketChannel
 from homeserver.storage.account_data import AccountDataStore
-from homeserver.storage.database import Database, apply_migrations
 from homeserver.storage.device_lists import DeviceListStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.presence import PresenceStore
@@ -52,6 +76,7 @@ from homeserver.sync.notifier import Notifier
 from homeserver.sync.presence import PresenceService
 from homeserver.sync.receipts import ReceiptService
 from homeserver.sync.recent import RecentEvents
+from homeserver.sync.room_source import RoomFeed, StoredRoomSource
 from homeserver.sync.service import SyncService
 from homeserver.sync.to_device import ToDeviceService
 from homeserver.sync.typing import TypingService
@@ -102,6 +127,11 @@ class HomeServer:
         # storage
         self.db = Database(config.database.url, reactor, config.database.pool_size)
         self.users = UserStore(self.db)
+        self.event_store = EventStore(self.db)
+        self.state_store = StateStore(self.db)
+        self.room_store = RoomStore(self.db)
+        #: Global event stream positions; loaded from the database in start().
+        self.event_stream_ids = StreamIdGenerator(0)
 
         # users
         self.auth = Authenticator(self.users, self.clock)
@@ -109,10 +139,39 @@ class HomeServer:
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
 
+        # rooms: in-memory state, the persister and the event stream
+        self.event_stream = EventStream()
+        self.room_states = StateCache(self.room_store, self.event_store, self.state_store)
+        self.persister = Persister(self.db, self.event_store, self.state_store, self.room_store,
+                                   self.room_states, self.event_stream, self.event_stream_ids, self.clock)
+        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock)
+        self.event_sender = EventSender(self.event_builder, self.room_states, self.persister, self.event_store)
+        #: Federation plugs remote joins/invites/knocks in here (None: federation off).
+        self.remote_membership: RemoteMembership | None = None
+        self.membership = MembershipService(self.server_name, self.event_sender, self.state_store,
+                                            self.room_store, self.users, self.remote_membership)
+        self.room_creator = RoomCreator(self.server_name, config.default_room_version, self.event_sender,
+                                        self.membership, self.room_store, self.clock)
+        self.redactor = Redactor(self.event_sender)
+        self.visibility = Visibility(self.event_store, self.state_store)
+        self.relations = Relations(self.event_store)
+        self.room_history = RoomHistory(self.room_states, self.event_store, self.state_store, self.visibility,
+                                        self.relations, self.clock)
+        self.directory = Directory(self.server_name, self.room_store, self.room_states, self.membership)
+        # media (remote_fetcher is set by federation wiring when it exists)
+        self.media_config = MediaConfig.parse(config.section("media"), config.data_dir)
+        self.media_store = MediaStore(self.db)
+        self.media = MediaService(self.server_name, self.media_config, self.media_store,
+                                  LocalFileStorage(self.media_config.store_path), self.clock,
+                                  remote_fetcher=None)
+        self.url_previewer = (UrlPreviewer(self.media_config.url_preview, self.media, self.clock,
+                                           threads.deferToThread, self.media_config.max_upload_size)
+                              if self.media_config.url_preview.enabled else None)
+
         # realtime: streams, notifier, /sync builder (see docs/sync.md)
         self.sync_config = SyncConfig.parse(config.section("sync"))
-        self.membership = MembershipIndex()
-        self.notifier = Notifier(self.clock, self.membership.joined_members)
+        self.member_index = MembershipIndex()
+        self.notifier = Notifier(self.clock, self.member_index.joined_members)
         self.user_rooms = UserRooms()
         self.recent_events = RecentEvents(capacity=self.sync_config.recent_events_per_room)
         self.account_data_store = AccountDataStore(self.db)
@@ -121,19 +180,27 @@ class HomeServer:
         self.device_list_store = DeviceListStore(self.db)
         self.filter_store = FilterStore(self.db)
         self.account_data = AccountDataService(self.account_data_store, self.notifier)
-        self.receipts = ReceiptService(self.receipt_store, self.membership, self.notifier, self.clock)
-        self.typing = TypingService(self.clock, self.membership, self.notifier)
-        self.presence = PresenceService(PresenceStore(self.db), self.membership, self.notifier, self.clock,
+        self.receipts = ReceiptService(self.receipt_store, self.member_index, self.notifier, self.clock)
+        self.typing = TypingService(self.clock, self.member_index, self.notifier)
+        self.presence = PresenceService(PresenceStore(self.db), self.member_index, self.notifier, self.clock,
                                         config.presence_enabled)
         self.to_device = ToDeviceService(self.to_device_store, self.notifier, self.clock, self.server_name,
                                          self._device_ids)
-        self.device_lists = DeviceListTracker(self.device_list_store, self.membership, self.notifier)
+        self.device_lists = DeviceListTracker(self.device_list_store, self.member_index, self.notifier)
         self.unread = DefaultUnreadCounter(self.db, self.clock, self.recent_events,
-                                           self.membership.joined_members)
+                                           self.member_index.joined_members)
         self.receipts.listeners.append(
             lambda room_id, user_id, _type, event_id: self.unread.on_receipt(room_id, user_id, event_id))
+        self.room_source = StoredRoomSource(self.db, self.event_store, self.state_store, self.room_states,
+                                            self.visibility)
+        self.user_rooms.loader = self.room_source.load_memberships
+        self.receipts.event_exists = self.room_source.event_exists
+        self.room_feed = RoomFeed(self.event_store, self.room_states, self.recent_events, self.member_index,
+                                  self.user_rooms, self.unread, self.notifier)
+        self.event_stream.subscribe(self.room_feed.on_persisted)
         self.sync_builder = SyncBuilder(
-            membership=self.membership, user_rooms=self.user_rooms, recent=self.recent_events, rooms=None,
+            membership=self.member_index, user_rooms=self.user_rooms, recent=self.recent_events,
+            rooms=self.room_source,
             account_data=self.account_data, receipts=self.receipts, typing=self.typing,
             presence=self.presence, to_device=self.to_device, device_lists=self.device_lists,
             unread=self.unread)
@@ -151,15 +218,24 @@ class HomeServer:
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
         self.sync_servlets = SyncServlets(self.sync, self.filter_store)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets(),
-                         self.sync_servlets, ReceiptServlets(self.receipts, self.account_data, self.membership),
-                         TypingServlets(self.typing), PresenceServlets(self.presence, self.membership),
+        self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
+                                          self.room_history, self.message_limiter)
+        self.directory_servlets = DirectoryServlets(self.directory, self.users)
+        self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
+                                            self.url_previewer)
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
+                         self.directory_servlets, self.media_servlets,
+                         AdminMediaServlets(self.media, self.users),
+                         self.sync_servlets,
+                         ReceiptServlets(self.receipts, self.account_data, self.member_index),
+                         TypingServlets(self.typing), PresenceServlets(self.presence, self.member_index),
                          AccountDataServlets(self.account_data), TagServlets(self.account_data),
                          ToDeviceServlets(self.to_device)):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
+        self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
         self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,
                                           self.notifier, self.presence, self.clock, self.sync_config,
                                           config.max_request_body_size)
@@ -177,12 +253,21 @@ class HomeServer:
         """Open the database, apply migrations and start listening."""
         self.db.start()
         await threads.deferToThread(apply_migrations, self.db)
+        await threads.deferToThread(self._load_positions)
+        self.media.start()
         await self._start_streams()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
                 self._ports.append(port)
                 logger.info("listening on http://%s:%d", listener.bind, port.getHost().port)
+
+    def _load_positions(self) -> None:
+        """Continue stream orderings and state group IDs after what is stored."""
+        loaded = StreamIdGenerator.load(self.db, "events", "stream_ordering")
+        self.event_stream_ids.__init__(loaded.current())  # type: ignore[misc]  # same object, wired already
+        self.event_stream.reset(loaded.current())
+        self.state_store.load_ids()
 
     async def _start_streams(self) -> None:
         """Load stream positions into the notifier (after migrations, before listening)."""
@@ -193,6 +278,10 @@ class HomeServer:
         self.notifier.set_position("receipts", self.receipt_store.stream.current())
         self.notifier.set_position("to_device", self.to_device_store.stream.current())
         self.notifier.set_position("device_lists", self.device_list_store.stream.current())
+        events_position = self.event_stream.current_position()
+        self.recent_events.reset(events_position)
+        self.notifier.set_position("events", events_position)
+        self.room_feed.seed(await self.room_source.joined_memberships())
         await self.unread.load()
         await self.presence.start()
 
@@ -204,6 +293,7 @@ class HomeServer:
         if self._stopping:
             return
         self._stopping = True
+        self.media.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
         self.websocket.close_all()

@@ -34,8 +34,9 @@ StateMap = dict[tuple[str, str], SyncEvent]
 class RoomSource(Protocol):
     """What sync needs from room persistence (database-backed, used on cache misses)."""
 
-    async def timeline(self, room_id: str, since: int, upto: int, limit: int
-                       ) -> tuple[list[SyncEvent], bool]: ...
+    async def timeline(self, room_id: str, since: int, upto: int, limit: int,
+                       user_id: str | None = None) -> tuple[list[SyncEvent], bool]:
+        """The newest ``limit`` events in (since, upto], oldest first, visible to ``user_id``."""
     async def state_at(self, room_id: str, position: int) -> StateMap: ...
     async def stripped_state(self, room_id: str, event_id: str) -> list[dict[str, Any]]: ...
     async def prev_batch(self, room_id: str, first: SyncEvent | None, position: int) -> str: ...
@@ -126,8 +127,8 @@ class SyncBuilder:
                 body["device_lists"] = {"changed": sorted(changed), "left": sorted(left)}
                 empty = False
 
-        next_token = upto if to_device_pos == upto.to_device else upto.copy_and_replace("to_device", to_device_pos)
-        body["next_batch"] = next_token.to_string()
+        next_token = upto if to_device_pos == upto.to_device else upto.copy_and_replace(to_device=to_device_pos)
+        body["next_batch"] = str(next_token)
         return body, empty
 
     async def _rooms(self, req: SyncRequest, since: StreamToken | None, upto: StreamToken,
@@ -193,14 +194,21 @@ class SyncBuilder:
                     users.add(event.get("state_key"))
         return users
 
-    async def _timeline(self, room_id: str, since: int, upto: int, limit: int
-                        ) -> tuple[list[SyncEvent], bool]:
-        cached = self.recent.timeline(room_id, since, upto, limit)
-        if cached is not None:
-            return cached
+    async def _timeline(self, room_id: str, since: int, upto: int, limit: int, user_id: str,
+                        check_visibility: bool) -> tuple[list[SyncEvent], bool]:
+        """Events from the ring when it has them; from the database otherwise.
+
+        ``check_visibility`` (initial syncs, newly joined and left rooms) goes to the
+        database, where history visibility is applied: the window may reach back
+        before the user's join. A joined user's incremental window never does.
+        """
+        if not check_visibility:
+            cached = self.recent.timeline(room_id, since, upto, limit)
+            if cached is not None:
+                return cached
         if self.rooms is None:
             return [], False
-        return await self.rooms.timeline(room_id, since, upto, limit)
+        return await self.rooms.timeline(room_id, since, upto, limit, user_id)
 
     async def _joined_room(self, req: SyncRequest, room_id: str, info: MembershipInfo,
                            since: StreamToken | None, upto: StreamToken,
@@ -213,7 +221,8 @@ class SyncBuilder:
         events: list[SyncEvent] = []
         limited = False
         if not f.timeline.matches_nothing:
-            events, limited = await self._timeline(room_id, since_ev, upto.events, f.timeline_limit)
+            events, limited = await self._timeline(room_id, since_ev, upto.events, f.timeline_limit,
+                                                   req.user_id, full)
         ephemeral = []
         if not f.ephemeral.matches_nothing:
             if since is None or req.full_state or self.typing.changed_since(room_id, since.typing):
@@ -314,7 +323,8 @@ class SyncBuilder:
                          ) -> dict[str, Any]:
         f = req.filter
         since_ev = since.events if since is not None and not req.full_state else 0
-        events, limited = await self._timeline(room_id, since_ev, info.stream_ordering, f.timeline_limit)
+        events, limited = await self._timeline(room_id, since_ev, info.stream_ordering, f.timeline_limit,
+                                               req.user_id, True)
         upto = StreamToken(events=info.stream_ordering)
         state = await self._state(req, room_id, events, limited, since, upto, True)
         room_ad = [{"type": t, "content": c} for t, c in changed_ad.get(room_id, {}).items()]

@@ -39,8 +39,11 @@ class SyncEvent:
         return self.state_key is not None
 
     def for_viewer(self, user_id: str, device_id: str | None, event_format: str = "client") -> dict[str, Any]:
-        if event_format == "federation" and self.federation is not None:
-            return self.federation
+        if event_format == "federation":
+            if self.federation is None and "stored" in self.extra:
+                self.federation = self.extra["stored"].event.get_pdu_json()
+            if self.federation is not None:
+                return self.federation
         key = self.txn_key
         if key is not None and key[0] == user_id and key[1] == device_id:
             unsigned = dict(self.client.get("unsigned") or {})

@@ -16,11 +16,12 @@ Usage by a long-poll::
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from typing import Any, Callable, Collection, Iterable
 
 from twisted.internet import defer
 
-from homeserver.sync.tokens import STREAMS, StreamToken
+from homeserver.sync.tokens import StreamToken
 from homeserver.util.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Notifier:
     def __init__(self, clock: Clock, members_of: MembersOf | None = None) -> None:
         self._clock = clock
         self._listeners: dict[str, set[Listener]] = {}
-        self._positions: dict[str, int] = {s: 0 for s in STREAMS}
+        self._positions: dict[str, int] = {f.name: 0 for f in fields(StreamToken)}
         #: Joined members of a room, from the in-memory state cache (wired by server.py).
         self.members_of: MembersOf = members_of or (lambda room_id: ())
         #: Callbacks ``(stream, position, user_ids)`` after every notify (metrics, replication).

@@ -35,8 +35,8 @@ def test_change_cache():
 
 def test_token_round_trip_and_errors():
     t = StreamToken(1, 2, 3, 4, 5, 6, 7)
-    assert StreamToken.parse(t.to_string()) == t
-    for bad in ("x1", "s1_2", "s1_2_3_4_5_6_x", "s-1_2_3_4_5_6_7"):
+    assert StreamToken.parse(str(t)) == t
+    for bad in ("x1", "s1_2_3_4_5_6_7_8", "s1_2_3_4_5_6_x", "s-1_2_3_4_5_6_7"):
         with pytest.raises(MatrixError):
             StreamToken.parse(bad)
 
