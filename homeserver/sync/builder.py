@@ -272,9 +272,22 @@ class SyncBuilder:
         f = req.filter
         if self.rooms is None or f.state.matches_nothing:
             return []
-        if not full and not limited:
-            return []
         start = events[0].stream_ordering - 1 if events else upto.events
+        if not full and not limited:
+            if not f.lazy_load_members:
+                return []
+            # No gap: only members of the timeline's senders not yet sent to this device.
+            sent = self._ll_cache(req, room_id, reset=False)
+            needed = {e.sender for e in events}
+            if not f.state.include_redundant_members:
+                needed -= sent
+            needed -= {e.state_key for e in events if e.type == "m.room.member"}
+            if not needed:
+                return []
+            at_start = await self.rooms.state_at(room_id, start)
+            members = [at_start[("m.room.member", u)] for u in sorted(needed) if ("m.room.member", u) in at_start]
+            sent.update(needed)
+            return [e for e in members if f.state.allows(e.client)]
         at_start = await self.rooms.state_at(room_id, start)
         if full:
             chosen = dict(at_start)
