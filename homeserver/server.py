@@ -268,6 +268,8 @@ class HomeServer:
         self.event_stream_ids.__init__(loaded.current())  # type: ignore[misc]  # same object, wired already
         self.event_stream.reset(loaded.current())
         self.state_store.load_ids()
+        lowest = self.db.run_blocking(lambda txn: txn.scalar("SELECT MIN(stream_ordering) FROM events"))
+        self.persister.set_backfill_start(int(lowest or 0))
 
     async def _start_streams(self) -> None:
         """Load stream positions into the notifier (after migrations, before listening)."""
