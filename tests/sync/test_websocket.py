@@ -181,3 +181,32 @@ async def test_room_messages_over_socket_and_resume_without_loss_or_repeat(hs):
                 return got
 
     assert await aio(resume()) == ["offline 0", "offline 1", "offline 2", "live"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_reader_is_closed_with_4008(tmp_path, database_url):
+    import support
+    hs = await support.start_homeserver(support.make_config(
+        tmp_path, database_url, sync={"websocket": {"max_buffer_size": 2048}}))
+    try:
+        alice = await _user(hs, "alice")
+        big = f"{V3}/user/{alice.user_id}/account_data/org.big"
+        assert (await alice.put(big, {"x": "a" * 1500}))[0] == 200
+
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(_ws_url(hs, access_token=alice.token)) as ws:
+                    await _receive(ws, "sync")
+                    # Make the server believe the peer stopped reading (TCP back-pressure).
+                    for sock in hs.websocket.connections:
+                        sock.pauseProducing()
+                    for i in range(4):  # answers pile up past the 2 KiB bound
+                        await ws.send_str(json.dumps({"type": "request", "id": i, "method": "GET", "path": big}))
+                    while True:
+                        msg = await asyncio.wait_for(ws.receive(), 10)
+                        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                            return ws.close_code
+
+        assert await aio(scenario()) == 4008
+    finally:
+        await hs.stop()
