@@ -155,7 +155,7 @@ async def delivery(base: str, mode: str, members: int, rate: float, seconds: flo
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as session:
         fn = longpoll_member if mode == "longpoll" else ws_member
         tasks = [asyncio.ensure_future(fn(session, base, t, room, lat, stop, ready)) for t in tokens]
-        await all_ready.wait()
+        await asyncio.wait_for(all_ready.wait(), 300)
         await asyncio.sleep(1)
         sent = await sender(base, tokens[0], room, rate, seconds)
         await asyncio.sleep(2)  # let the last deliveries land
@@ -217,7 +217,8 @@ def main() -> None:
         if os.environ.get("BENCH_PYSPY"):  # e.g. BENCH_PYSPY=/tmp/profile.txt: sample the server
             cmd = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-f", "raw", "-o",
                    os.environ["BENCH_PYSPY"], "--"] + cmd
-        proc = subprocess.Popen(cmd, cwd=tmp, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "wb")
+        proc = subprocess.Popen(cmd, cwd=tmp, stderr=log, stdout=log)
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(400):
