@@ -19,12 +19,15 @@ from signedjson.key import generate_signing_key, read_signing_keys, write_signin
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IListeningPort
 
+from homeserver.api.admin.register import AdminRegisterServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
 from homeserver.api.client.account_data import AccountDataServlets
+from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
 from homeserver.api.client.presence import PresenceServlets
+from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.receipts import ReceiptServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.sync import SyncServlets
@@ -37,6 +40,14 @@ from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
 from homeserver.api.client.directory import DirectoryServlets
+from homeserver.api.client.groups import GroupServlets
+from homeserver.groups.config import GroupsConfig
+from homeserver.groups.face_to_face import FaceToFace
+from homeserver.groups.invite_codes import InviteCodes
+from homeserver.groups.policy import GroupPolicy
+from homeserver.groups.qr import QrRenderer
+from homeserver.groups.service import GroupService
+from homeserver.storage.groups import GroupStore
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.create import RoomCreator
@@ -85,6 +96,7 @@ from homeserver.sync.user_rooms import UserRooms
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
 from homeserver.users.passwords import PasswordHasher
+from homeserver.users.profiles import ProfileService
 from homeserver.users.uia import UiaManager
 from homeserver.util.clock import Clock
 from homeserver.util.ids import random_string
@@ -138,13 +150,19 @@ class HomeServer:
         self.hasher = PasswordHasher(config.bcrypt_rounds)
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
+        #: profile changes; rooms append to ``profiles.on_profile_change``
+        self.profiles = ProfileService(self.server_name, self.users)
 
         # rooms: in-memory state, the persister and the event stream
         self.event_stream = EventStream()
         self.room_states = StateCache(self.room_store, self.event_store, self.state_store)
         self.persister = Persister(self.db, self.event_store, self.state_store, self.room_store,
                                    self.room_states, self.event_stream, self.event_stream_ids, self.clock)
-        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock)
+        # groups: member cap and @room rule on every local event, recall window on redactions
+        self.groups_config = GroupsConfig.parse(config.section("groups"))
+        self.group_policy = GroupPolicy(self.groups_config, self.clock)
+        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock,
+                                          checks=[self.group_policy.check_event])
         self.event_sender = EventSender(self.event_builder, self.room_states, self.persister, self.event_store)
         #: Federation plugs remote joins/invites/knocks in here (None: federation off).
         self.remote_membership: RemoteMembership | None = None
@@ -152,12 +170,20 @@ class HomeServer:
                                             self.room_store, self.users, self.remote_membership)
         self.room_creator = RoomCreator(self.server_name, config.default_room_version, self.event_sender,
                                         self.membership, self.room_store, self.clock)
-        self.redactor = Redactor(self.event_sender)
+        self.redactor = Redactor(self.event_sender, checks=[self.group_policy.check_redaction])
         self.visibility = Visibility(self.event_store, self.state_store)
         self.relations = Relations(self.event_store)
         self.room_history = RoomHistory(self.room_states, self.event_store, self.state_store, self.visibility,
                                         self.relations, self.clock)
         self.directory = Directory(self.server_name, self.room_store, self.room_states, self.membership)
+        self.group_store = GroupStore(self.db)
+        self.groups = GroupService(self.server_name, self.groups_config, self.group_store, self.event_sender,
+                                   self.membership, self.clock)
+        self.invite_codes = InviteCodes(self.groups, self.group_store, self.clock, self.server_name,
+                                        config.public_baseurl)
+        self.face_to_face = FaceToFace(self.groups, self.room_creator, self.clock,
+                                       self.groups_config.face_to_face_radius_m,
+                                       self.groups_config.face_to_face_window_ms)
         # media (remote_fetcher is set by federation wiring when it exists)
         self.media_config = MediaConfig.parse(config.section("media"), config.data_dir)
         self.media_store = MediaStore(self.db)
@@ -187,6 +213,9 @@ class HomeServer:
         self.to_device = ToDeviceService(self.to_device_store, self.notifier, self.clock, self.server_name,
                                          self._device_ids)
         self.device_lists = DeviceListTracker(self.device_list_store, self.member_index, self.notifier)
+        # Deleted devices change the user's device list (new devices: keys upload announces them).
+        self.accounts.on_devices_deleted.append(
+            lambda user_id, _device_ids: self.device_lists.on_device_change(user_id))
         self.unread = DefaultUnreadCounter(self.db, self.clock, self.recent_events,
                                            self.member_index.joined_members)
         self.receipts.listeners.append(
@@ -214,17 +243,27 @@ class HomeServer:
         self.router = Router(self.auth)
         self.metrics = Metrics() if config.metrics_enabled else None
         self.versions = VersionsServlets(config)
+        self.versions.unstable_features["im.qun.groups"] = True
+        self.versions.capabilities["im.qun.groups"] = {
+            "max_members": self.groups_config.max_members, "max_admins": self.groups_config.max_admins,
+            "recall_window_ms": self.groups_config.recall_window_ms}
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
         self.sync_servlets = SyncServlets(self.sync, self.filter_store)
+        self.admin_registration = AdminRegisterServlets(self.accounts, self.profiles,
+                                                        config.registration_shared_secret, self.clock)
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
+        self.group_servlets = GroupServlets(self.groups, self.invite_codes, self.face_to_face, self.groups_config,
+                                            QrRenderer(threads.deferToThread))
         self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
                                             self.url_previewer)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
-                         self.directory_servlets, self.media_servlets,
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(self.accounts, self.uia),
+                         DeviceServlets(self.accounts, self.uia), ProfileServlets(self.profiles),
+                         self.admin_registration, self.room_servlets,
+                         self.directory_servlets, self.media_servlets, self.group_servlets,
                          AdminMediaServlets(self.media, self.users),
                          self.sync_servlets,
                          ReceiptServlets(self.receipts, self.account_data, self.member_index),
@@ -256,6 +295,8 @@ class HomeServer:
         await threads.deferToThread(self._load_positions)
         self.media.start()
         await self._start_streams()
+        await self.groups.start()
+        self.invite_codes.start()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
@@ -295,7 +336,11 @@ class HomeServer:
         if self._stopping:
             return
         self._stopping = True
+        logger.info("stopping: closing listeners, %d request(s) in flight", self.site.in_flight)
         self.media.stop()
+        self.groups.stop()
+        self.invite_codes.stop()
+        self.face_to_face.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
         self.websocket.close_all()
@@ -308,3 +353,4 @@ class HomeServer:
         await self.presence.stop()
         await self.unread.stop()
         await self.db.close()
+        logger.info("stopped: requests drained, database closed")

@@ -185,6 +185,8 @@ class Persister:
                 room.reset_pending()
                 for queued in self._queues.pop(room_id, []):
                     queued.deferred.errback(e)
+            # Whatever happened, the database is the truth: reload the room on next use.
+            self._cache.forget([room_id])
             batch.results = [e] * len(items)
         else:
             if room is not None and local:
