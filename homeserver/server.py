@@ -22,11 +22,18 @@ from twisted.internet.interfaces import IListeningPort
 from homeserver.api.admin.register import AdminRegisterServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
+from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
+from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
+from homeserver.api.client.receipts import ReceiptServlets
 from homeserver.api.client.register import RegisterServlets
+from homeserver.api.client.sync import SyncServlets
+from homeserver.api.client.tags import TagServlets
+from homeserver.api.client.to_device import ToDeviceServlets
+from homeserver.api.client.typing import TypingServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
 from homeserver.api.metrics import Metrics
@@ -63,7 +70,29 @@ from homeserver.media.preview import UrlPreviewer
 from homeserver.media.service import MediaService
 from homeserver.media.storage import LocalFileStorage
 from homeserver.storage.media import MediaStore
+from homeserver.push.websocket import WebSocketChannel
+from homeserver.storage.account_data import AccountDataStore
+from homeserver.storage.device_lists import DeviceListStore
+from homeserver.storage.filters import FilterStore
+from homeserver.storage.presence import PresenceStore
+from homeserver.storage.receipts import ReceiptStore
+from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.users import UserStore
+from homeserver.sync.account_data import AccountDataService
+from homeserver.sync.builder import SyncBuilder
+from homeserver.sync.config import SyncConfig
+from homeserver.sync.device_lists import DeviceListTracker
+from homeserver.sync.membership import MembershipIndex
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.presence import PresenceService
+from homeserver.sync.receipts import ReceiptService
+from homeserver.sync.recent import RecentEvents
+from homeserver.sync.room_source import RoomFeed, StoredRoomSource
+from homeserver.sync.service import SyncService
+from homeserver.sync.to_device import ToDeviceService
+from homeserver.sync.typing import TypingService
+from homeserver.sync.unread import DefaultUnreadCounter
+from homeserver.sync.user_rooms import UserRooms
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
 from homeserver.users.passwords import PasswordHasher
@@ -163,6 +192,47 @@ class HomeServer:
                                            threads.deferToThread, self.media_config.max_upload_size)
                               if self.media_config.url_preview.enabled else None)
 
+        # realtime: streams, notifier, /sync builder (see docs/sync.md)
+        self.sync_config = SyncConfig.parse(config.section("sync"))
+        self.member_index = MembershipIndex()
+        self.notifier = Notifier(self.clock, self.member_index.joined_members)
+        self.user_rooms = UserRooms()
+        self.recent_events = RecentEvents(capacity=self.sync_config.recent_events_per_room)
+        self.account_data_store = AccountDataStore(self.db)
+        self.receipt_store = ReceiptStore(self.db)
+        self.to_device_store = ToDeviceStore(self.db)
+        self.device_list_store = DeviceListStore(self.db)
+        self.filter_store = FilterStore(self.db)
+        self.account_data = AccountDataService(self.account_data_store, self.notifier)
+        self.receipts = ReceiptService(self.receipt_store, self.member_index, self.notifier, self.clock)
+        self.typing = TypingService(self.clock, self.member_index, self.notifier)
+        self.presence = PresenceService(PresenceStore(self.db), self.member_index, self.notifier, self.clock,
+                                        config.presence_enabled)
+        self.to_device = ToDeviceService(self.to_device_store, self.notifier, self.clock, self.server_name,
+                                         self._device_ids)
+        self.device_lists = DeviceListTracker(self.device_list_store, self.member_index, self.notifier)
+        # Deleted devices change the user's device list (new devices: keys upload announces them).
+        self.accounts.on_devices_deleted.append(
+            lambda user_id, _device_ids: self.device_lists.on_device_change(user_id))
+        self.unread = DefaultUnreadCounter(self.db, self.clock, self.recent_events,
+                                           self.member_index.joined_members)
+        self.receipts.listeners.append(
+            lambda room_id, user_id, _type, event_id: self.unread.on_receipt(room_id, user_id, event_id))
+        self.room_source = StoredRoomSource(self.db, self.event_store, self.state_store, self.room_states,
+                                            self.visibility)
+        self.user_rooms.loader = self.room_source.load_memberships
+        self.receipts.event_exists = self.room_source.event_exists
+        self.room_feed = RoomFeed(self.event_store, self.room_states, self.recent_events, self.member_index,
+                                  self.user_rooms, self.unread, self.notifier)
+        self.event_stream.subscribe(self.room_feed.on_persisted)
+        self.sync_builder = SyncBuilder(
+            membership=self.member_index, user_rooms=self.user_rooms, recent=self.recent_events,
+            rooms=self.room_source,
+            account_data=self.account_data, receipts=self.receipts, typing=self.typing,
+            presence=self.presence, to_device=self.to_device, device_lists=self.device_lists,
+            unread=self.unread)
+        self.sync = SyncService(self.sync_builder, self.notifier, self.presence, self.filter_store, self.clock)
+
         # HTTP
         rl = config.rate_limiting
         self.login_limiter = RateLimiter(self.clock, rl.login, rl.enabled)
@@ -178,6 +248,7 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
+        self.sync_servlets = SyncServlets(self.sync, self.filter_store)
         self.admin_registration = AdminRegisterServlets(self.accounts, self.profiles,
                                                         config.registration_shared_secret, self.clock)
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
@@ -191,12 +262,21 @@ class HomeServer:
                          DeviceServlets(self.accounts, self.uia), ProfileServlets(self.profiles),
                          self.admin_registration, self.room_servlets,
                          self.directory_servlets, self.media_servlets, self.group_servlets,
-                         AdminMediaServlets(self.media, self.users)):
+                         AdminMediaServlets(self.media, self.users),
+                         self.sync_servlets,
+                         ReceiptServlets(self.receipts, self.account_data, self.member_index),
+                         TypingServlets(self.typing), PresenceServlets(self.presence, self.member_index),
+                         AccountDataServlets(self.account_data), TagServlets(self.account_data),
+                         ToDeviceServlets(self.to_device)):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
         self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
+        self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,
+                                          self.notifier, self.presence, self.clock, self.sync_config,
+                                          config.max_request_body_size)
+        self.websocket.install(self.site)
 
         self._ports: list[IListeningPort] = []
         self._stopping = False
@@ -212,6 +292,7 @@ class HomeServer:
         await threads.deferToThread(apply_migrations, self.db)
         await threads.deferToThread(self._load_positions)
         self.media.start()
+        await self._start_streams()
         await self.groups.start()
         self.invite_codes.start()
         if listen:
@@ -229,6 +310,25 @@ class HomeServer:
         lowest = self.db.run_blocking(lambda txn: txn.scalar("SELECT MIN(stream_ordering) FROM events"))
         self.persister.set_backfill_start(int(lowest or 0))
 
+    async def _start_streams(self) -> None:
+        """Load stream positions into the notifier (after migrations, before listening)."""
+        for store in (self.account_data_store, self.receipt_store, self.to_device_store,
+                      self.device_list_store):
+            await store.load()
+        self.notifier.set_position("account_data", self.account_data_store.stream.current())
+        self.notifier.set_position("receipts", self.receipt_store.stream.current())
+        self.notifier.set_position("to_device", self.to_device_store.stream.current())
+        self.notifier.set_position("device_lists", self.device_list_store.stream.current())
+        events_position = self.event_stream.current_position()
+        self.recent_events.reset(events_position)
+        self.notifier.set_position("events", events_position)
+        self.room_feed.seed(await self.room_source.joined_memberships())
+        await self.unread.load()
+        await self.presence.start()
+
+    async def _device_ids(self, user_id: str) -> list[str]:
+        return [d.device_id for d in await self.users.get_devices(user_id)]
+
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
         if self._stopping:
@@ -241,11 +341,14 @@ class HomeServer:
         self.face_to_face.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
+        self.websocket.close_all()
         drain = defer.Deferred.fromCoroutine(self.site.drain())
         drain.addTimeout(self.config.shutdown_grace_period, self.reactor)
         try:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
+        await self.presence.stop()
+        await self.unread.stop()
         await self.db.close()
         logger.info("stopped: requests drained, database closed")

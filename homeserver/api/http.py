@@ -300,6 +300,9 @@ class HttpSite(server.Site):
         self.noisy = False
         self._in_flight: set[object] = set()
         self._idle_waiters: list[defer.Deferred[None]] = []
+        #: path -> handler(twisted request) for requests that upgrade the connection
+        #: (the WebSocket channel); such requests bypass the router.
+        self.upgrade_handlers: dict[str, Callable[[server.Request], None]] = {}
 
     def log(self, request: server.Request) -> None:
         """Twisted's combined log is replaced by our own access log."""
@@ -315,6 +318,11 @@ class HttpSite(server.Site):
         return self.max_body_size
 
     def handle(self, twreq: server.Request) -> None:
+        if self.upgrade_handlers and twreq.method == b"GET":
+            upgrade = self.upgrade_handlers.get(twreq.path.decode("utf-8", "replace"))
+            if upgrade is not None:
+                upgrade(twreq)
+                return
         # Counted before the handler starts: it may run synchronously up to a
         # point where a shutdown begins, and that shutdown must still wait for it.
         token = object()
