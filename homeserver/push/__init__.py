@@ -1,0 +1,1 @@
+"""Push: push rules (data and a pure evaluator), unread counts, pushers to push gateways."""
