@@ -21,13 +21,20 @@ from twisted.internet.interfaces import IListeningPort
 
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.push import PushServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
 from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
+from homeserver.push.config import PushConfig
+from homeserver.push.notifications import NotificationService
+from homeserver.push.pushers import PusherPool, make_post_json
+from homeserver.push.room_view import EmptyRoomView
+from homeserver.push.rule_service import PushRuleService
 from homeserver.storage.database import Database, apply_migrations
+from homeserver.storage.push import PushStore
 from homeserver.storage.users import UserStore
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
@@ -81,6 +88,19 @@ class HomeServer:
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
 
+        # push: rules, unread counts, pushers
+        push_config = PushConfig.parse(config.section("push"))
+        self.push_store = PushStore(self.db)
+        self.push_rules = PushRuleService(self.push_store)
+        self.push_rooms = EmptyRoomView()
+        self.notifications = NotificationService(
+            self.push_store, self.push_rules, self.push_rooms, self.clock,
+            is_local=lambda user_id: user_id.endswith(":" + self.server_name),
+            flush_delay_s=push_config.flush_delay_s)
+        self.pushers = PusherPool(self.push_store, self.notifications, self.push_rooms, self.clock,
+                                  make_post_json(reactor, push_config.pushers.request_timeout_s),
+                                  push_config.pushers)
+
         # HTTP
         rl = config.rate_limiting
         self.login_limiter = RateLimiter(self.clock, rl.login, rl.enabled)
@@ -92,7 +112,8 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets()):
+        self.push_servlets = PushServlets(self.push_rules, self.notifications, self.pushers, self.clock)
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.push_servlets):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
@@ -110,6 +131,9 @@ class HomeServer:
         """Open the database, apply migrations and start listening."""
         self.db.start()
         await threads.deferToThread(apply_migrations, self.db)
+        await self.push_rules.load()
+        await self.notifications.load()
+        await self.pushers.start()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
@@ -129,4 +153,6 @@ class HomeServer:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
+        self.pushers.stop()
+        await self.notifications.stop()
         await self.db.close()
