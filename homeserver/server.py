@@ -28,13 +28,31 @@ from homeserver.api.http import HttpSite, Router
 from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
+from homeserver.api.client.directory import DirectoryServlets
+from homeserver.api.client.rooms import RoomServlets
+from homeserver.rooms.builder import EventBuilder
+from homeserver.rooms.create import RoomCreator
+from homeserver.rooms.directory import Directory
+from homeserver.rooms.format import client_event
+from homeserver.rooms.history import RoomHistory
+from homeserver.rooms.membership import MembershipService, RemoteMembership
+from homeserver.rooms.persist import Persister
+from homeserver.rooms.redact import Redactor
+from homeserver.rooms.relations import Relations
+from homeserver.rooms.send import EventSender
+from homeserver.rooms.state_cache import StateCache
+from homeserver.rooms.stream import EventStream
+from homeserver.rooms.visibility import Visibility
 from homeserver.push.config import PushConfig
 from homeserver.push.notifications import NotificationService
 from homeserver.push.pushers import PusherPool, make_post_json
-from homeserver.push.room_view import EmptyRoomView
+from homeserver.push.room_view import StateCacheRoomView
 from homeserver.push.rule_service import PushRuleService
-from homeserver.storage.database import Database, apply_migrations
+from homeserver.storage.database import Database, StreamIdGenerator, apply_migrations
 from homeserver.storage.push import PushStore
+from homeserver.storage.events import EventStore
+from homeserver.storage.rooms import RoomStore
+from homeserver.storage.state import StateStore
 from homeserver.storage.users import UserStore
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
@@ -81,6 +99,11 @@ class HomeServer:
         # storage
         self.db = Database(config.database.url, reactor, config.database.pool_size)
         self.users = UserStore(self.db)
+        self.event_store = EventStore(self.db)
+        self.state_store = StateStore(self.db)
+        self.room_store = RoomStore(self.db)
+        #: Global event stream positions; loaded from the database in start().
+        self.event_stream_ids = StreamIdGenerator(0)
 
         # users
         self.auth = Authenticator(self.users, self.clock)
@@ -88,11 +111,31 @@ class HomeServer:
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
 
+        # rooms: in-memory state, the persister and the event stream
+        self.event_stream = EventStream()
+        self.room_states = StateCache(self.room_store, self.event_store, self.state_store)
+        self.persister = Persister(self.db, self.event_store, self.state_store, self.room_store,
+                                   self.room_states, self.event_stream, self.event_stream_ids, self.clock)
+        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock)
+        self.event_sender = EventSender(self.event_builder, self.room_states, self.persister, self.event_store)
+        #: Federation plugs remote joins/invites/knocks in here (None: federation off).
+        self.remote_membership: RemoteMembership | None = None
+        self.membership = MembershipService(self.server_name, self.event_sender, self.state_store,
+                                            self.room_store, self.users, self.remote_membership)
+        self.room_creator = RoomCreator(self.server_name, config.default_room_version, self.event_sender,
+                                        self.membership, self.room_store, self.clock)
+        self.redactor = Redactor(self.event_sender)
+        self.visibility = Visibility(self.event_store, self.state_store)
+        self.relations = Relations(self.event_store)
+        self.room_history = RoomHistory(self.room_states, self.event_store, self.state_store, self.visibility,
+                                        self.relations, self.clock)
+        self.directory = Directory(self.server_name, self.room_store, self.room_states, self.membership)
+
         # push: rules, unread counts, pushers
         push_config = PushConfig.parse(config.section("push"))
         self.push_store = PushStore(self.db)
         self.push_rules = PushRuleService(self.push_store)
-        self.push_rooms = EmptyRoomView()
+        self.push_rooms = StateCacheRoomView(self.room_states, self.server_name)
         self.notifications = NotificationService(
             self.push_store, self.push_rules, self.push_rooms, self.clock,
             is_local=lambda user_id: user_id.endswith(":" + self.server_name),
@@ -100,6 +143,9 @@ class HomeServer:
         self.pushers = PusherPool(self.push_store, self.notifications, self.push_rooms, self.clock,
                                   make_post_json(reactor, push_config.pushers.request_timeout_s),
                                   push_config.pushers)
+        self.notifications.position_of = self._event_position
+        self.notifications.fetch_events = self._client_events
+        self.event_stream.subscribe(self.notifications.on_events)
 
         # HTTP
         rl = config.rate_limiting
@@ -113,7 +159,11 @@ class HomeServer:
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
         self.push_servlets = PushServlets(self.push_rules, self.notifications, self.pushers, self.clock)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.push_servlets):
+        self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
+                                          self.room_history, self.message_limiter)
+        self.directory_servlets = DirectoryServlets(self.directory, self.users)
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
+                         self.directory_servlets, self.push_servlets):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
@@ -131,6 +181,7 @@ class HomeServer:
         """Open the database, apply migrations and start listening."""
         self.db.start()
         await threads.deferToThread(apply_migrations, self.db)
+        await threads.deferToThread(self._load_positions)
         await self.push_rules.load()
         await self.notifications.load()
         await self.pushers.start()
@@ -139,6 +190,22 @@ class HomeServer:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
                 self._ports.append(port)
                 logger.info("listening on http://%s:%d", listener.bind, port.getHost().port)
+
+    async def _event_position(self, room_id: str, event_id: str) -> int | None:
+        stored = await self.event_store.get_event(event_id, allow_outlier=False)
+        return stored.stream_ordering if stored is not None and stored.event.room_id == room_id else None
+
+    async def _client_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found = await self.event_store.get_events(event_ids, allow_outlier=False)
+        now = self.clock.time_msec()
+        return {eid: client_event(stored, now) for eid, stored in found.items()}
+
+    def _load_positions(self) -> None:
+        """Continue stream orderings and state group IDs after what is stored."""
+        loaded = StreamIdGenerator.load(self.db, "events", "stream_ordering")
+        self.event_stream_ids.__init__(loaded.current())  # type: ignore[misc]  # same object, wired already
+        self.event_stream.reset(loaded.current())
+        self.state_store.load_ids()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""

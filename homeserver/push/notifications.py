@@ -317,15 +317,13 @@ class NotificationService:
         await self.flush()
         rows = await self._store.get_notifications(user_id, before, limit, only_highlight)
         events: dict[str, dict[str, Any]] = {}
-        missing = []
-        for row in rows:
-            recent = self._recent.get(row.event_id)
-            if recent is not None:
-                events[row.event_id] = recent[1]
-            else:
-                missing.append(row.event_id)
-        if missing and self.fetch_events is not None:
-            events.update(await self.fetch_events(missing))
+        if self.fetch_events is not None:  # the event store: redactions applied
+            events = await self.fetch_events([row.event_id for row in rows])
+        else:
+            for row in rows:
+                recent = self._recent.get(row.event_id)
+                if recent is not None:
+                    events[row.event_id] = recent[1]
         out = []
         for row in rows:
             event = events.get(row.event_id)

@@ -7,6 +7,7 @@ import pytest_twisted
 
 from homeserver.push.notifications import NotificationService
 from push_support import FakeEvent, FakeRoomView, check
+from room_helpers import V3, create, send, users
 
 ROOM = "!group:test.local"
 
@@ -82,30 +83,67 @@ async def test_do_not_disturb_room(hs, client_factory):
 
 
 @pytest_twisted.ensureDeferred
-async def test_get_notifications(hs, client_factory):
-    alice = client_factory()
-    await alice.register("alice")
-    view = FakeRoomView()
-    view.add_room(ROOM, ["@alice:test.local", "@bob:test.local"])
-    use_rooms(hs, view)
-    events = [FakeEvent(ROOM, "@bob:test.local", f"m{i}" if i != 2 else "hey alice") for i in range(5)]
-    hs.notifications.on_events(events)
-    hs.notifications.on_receipt(ROOM, "@alice:test.local", events[1].event_id)
-    status, body = await alice.get("/_matrix/client/v3/notifications", params={"limit": "3"})
+async def test_get_notifications_from_real_room_sends(hs):
+    alice, bob = await users(hs, "alice", "bob")
+    room = await create(alice, preset="public_chat", name="Lunch")
+    status, _ = await bob.post(f"{V3}/join/{room}")
+    assert status == 200
+    ids = []
+    for i in range(5):
+        status, resp = await send(bob, room, f"m{i}" if i != 2 else "hey alice")
+        assert status == 200
+        ids.append(resp["event_id"])
+    assert hs.notifications.counts(alice.user_id, room) == (5, 1)
+    assert hs.notifications.counts(bob.user_id, room) == (0, 0)
+    hs.notifications.on_receipt(room, alice.user_id, ids[1])
+    await _eventually(lambda: hs.notifications.counts(alice.user_id, room) == (3, 1))
+    status, body = await alice.get(f"{V3}/notifications", params={"limit": "3"})
     assert status == 200, body
     check("/notifications", "get", 200, body)
     got = body["notifications"]
-    assert [x["event"]["event_id"] for x in got] == [e.event_id for e in reversed(events[2:])]
+    assert [x["event"]["event_id"] for x in got] == list(reversed(ids[2:]))
     assert [x["read"] for x in got] == [False, False, False]
-    assert got[0]["room_id"] == ROOM  # a 1:1 room: .m.rule.room_one_to_one
-    assert got[0]["actions"] == ["notify", {"set_tweak": "sound", "value": "default"}]
+    assert got[0]["room_id"] == room and "room_id" not in got[0]["event"]
+    assert got[0]["actions"] == ["notify", {"set_tweak": "sound", "value": "default"}]  # a 1:1 room
     assert got[2]["actions"] == ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]
-    status, body = await alice.get("/_matrix/client/v3/notifications",
-                                   params={"from": body["next_token"], "limit": "3"})
-    assert [x["event"]["event_id"] for x in body["notifications"]] == [events[1].event_id, events[0].event_id]
+    status, body = await alice.get(f"{V3}/notifications", params={"from": body["next_token"], "limit": "3"})
+    assert [x["event"]["event_id"] for x in body["notifications"]] == [ids[1], ids[0]]
     assert [x["read"] for x in body["notifications"]] == [True, True]
     assert "next_token" not in body
-    status, body = await alice.get("/_matrix/client/v3/notifications", params={"only": "highlight"})
-    assert [x["event"]["event_id"] for x in body["notifications"]] == [events[2].event_id]
-    status, body = await alice.get("/_matrix/client/v3/notifications", params={"from": "abc"})
+    status, body = await alice.get(f"{V3}/notifications", params={"only": "highlight"})
+    assert [x["event"]["event_id"] for x in body["notifications"]] == [ids[2]]
+    status, body = await alice.get(f"{V3}/notifications", params={"from": "abc"})
     assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+    # alice answering reads everything before her message
+    await send(alice, room, "coming")
+    assert hs.notifications.counts(alice.user_id, room) == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_do_not_disturb_with_real_rooms(hs):
+    alice, bob, carol = await users(hs, "alice", "bob", "carol")
+    room = await create(alice, preset="public_chat")
+    for u in (bob, carol):
+        await u.post(f"{V3}/join/{room}")
+    status, _ = await alice.put(f"{V3}/pushrules/global/room/{quote(room)}", {"actions": []})
+    assert status == 200
+    await send(bob, room, "lunch?")
+    assert hs.notifications.counts(alice.user_id, room) == (0, 0)
+    assert hs.notifications.counts(carol.user_id, room) == (1, 0)
+    await send(bob, room, content={"msgtype": "m.text", "body": "you?",
+                                   "m.mentions": {"user_ids": [alice.user_id]}})
+    assert hs.notifications.counts(alice.user_id, room) == (1, 1)
+    # @room needs the notifications.room power (50): bob (0) has not, alice (creator, 100) has
+    await send(bob, room, content={"msgtype": "m.text", "body": "all", "m.mentions": {"room": True}})
+    assert hs.notifications.counts(carol.user_id, room) == (3, 0)
+    await send(alice, room, content={"msgtype": "m.text", "body": "all", "m.mentions": {"room": True}})
+    assert hs.notifications.counts(carol.user_id, room) == (4, 1)
+
+
+async def _eventually(fn, timeout_s: float = 10.0):
+    from twisted.internet import reactor, task
+    waited = 0.0
+    while not fn():
+        assert waited < timeout_s, "condition not reached"
+        await task.deferLater(reactor, 0.02, lambda: None)
+        waited += 0.02
