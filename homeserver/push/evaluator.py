@@ -25,6 +25,7 @@ The result for a member is the first matching :class:`CompiledRule` (its
 """
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
@@ -145,7 +146,7 @@ class EventContext:
         body = content.get("body") if isinstance(content, dict) else None
         self.body_lower: str | None = body.lower() if isinstance(body, str) else None
         self._values: dict[tuple[str, ...], Any] = {}
-        #: Static condition results, keyed by condition object.
+        #: Static results, keyed by the id of a condition or a rule (both live as long as the rule set).
         self.memo: dict[int, bool] = {}
         self._candidates: dict[int, list[CompiledRule]] = {}
 
@@ -169,16 +170,25 @@ class EventContext:
         key = id(rules)
         found = self._candidates.get(key)
         if found is None:
+            # Rules are memoised by identity too: a user's rule set mostly holds the
+            # shared default rule objects, already judged for another user.
+            memo = self.memo
             found = []
             for rule in rules.rules:
-                if not rule.enabled:
-                    continue
-                if self.has_mentions and rule.rule_id in LEGACY_MENTION_RULES and rule.default:
-                    continue
-                if all(self._static(c) for c in rule.static) and all(c.possible(self) for c in rule.dynamic):
+                ok = memo.get(id(rule))
+                if ok is None:
+                    ok = memo[id(rule)] = self._possible(rule)
+                if ok:
                     found.append(rule)
             self._candidates[key] = found
         return found
+
+    def _possible(self, rule: "CompiledRule") -> bool:
+        if not rule.enabled:
+            return False
+        if self.has_mentions and rule.default and rule.rule_id in LEGACY_MENTION_RULES:
+            return False
+        return all(self._static(c) for c in rule.static) and all(c.possible(self) for c in rule.dynamic)
 
     def _static(self, cond: "Condition") -> bool:
         key = id(cond)
@@ -424,7 +434,7 @@ def tweaks_of(actions: Iterable[Any]) -> dict[str, Any]:
 
 class CompiledRule:
     __slots__ = ("kind", "rule_id", "default", "enabled", "static", "dynamic", "actions",
-                 "notify", "highlight", "source")
+                 "notify", "highlight", "source", "actions_json")
 
     def __init__(self, kind: str, rule: Mapping[str, Any]) -> None:
         self.kind = kind
@@ -454,6 +464,8 @@ class CompiledRule:
         self.notify = "notify" in self.actions
         self.highlight = highlight_of(self.actions)
         self.source = rule
+        #: The actions as stored with each notification (encoded once).
+        self.actions_json = json.dumps(list(self.actions), separators=(",", ":"), ensure_ascii=False)
 
     def __repr__(self) -> str:
         return f"<CompiledRule {self.kind} {self.rule_id}>"
@@ -476,7 +488,10 @@ def compile_rules(ordered: Iterable[tuple[str, Mapping[str, Any]]]) -> CompiledR
 def evaluate(ctx: EventContext, rules: CompiledRules, user_id: str,
              display_name: str | None = None) -> CompiledRule | None:
     """The first rule of ``rules`` matching the event for ``user_id``, or None."""
-    for rule in ctx.candidates(rules):
+    candidates = ctx._candidates.get(id(rules))
+    if candidates is None:
+        candidates = ctx.candidates(rules)
+    for rule in candidates:
         if not rule.dynamic:
             return rule
         for cond in rule.dynamic:

@@ -21,15 +21,15 @@ partitioned per thread).
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Collection, Iterable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Collection, Container, Iterable, Mapping, Protocol
 
 from twisted.internet import defer
 
 from homeserver.push.evaluator import EventContext, evaluate
 from homeserver.push.rule_service import PushRuleService
-from homeserver.storage.push import NotificationRow, PushStore
+from homeserver.storage.push import PushStore
 from homeserver.util.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -72,36 +72,48 @@ class Notification:
 
 
 class _Unread:
-    """One (room, user)'s unread notifications: ``(stream_ordering, highlight, is_call)``."""
+    """One (room, user)'s unread notifications, oldest first, with running totals.
 
-    __slots__ = ("entries", "extra", "extra_highlight", "extra_calls")
+    ``entries`` holds ``(stream_ordering, highlight, is_call)``; beyond
+    :data:`MAX_TRACKED` the oldest stop being tracked one by one but still
+    count (``extra``), until a receipt past them clears them.
+    """
+
+    __slots__ = ("entries", "count", "highlights", "calls", "extra")
 
     def __init__(self) -> None:
-        self.entries: list[tuple[int, bool, bool]] = []
-        # counted but no longer tracked individually (beyond MAX_TRACKED)
-        self.extra = 0
-        self.extra_highlight = 0
-        self.extra_calls = 0
+        self.entries: deque[tuple[int, bool, bool]] = deque()
+        self.count = 0
+        self.highlights = 0
+        self.calls = 0
+        self.extra: list[int] = [0, 0, 0]  # count, highlights, calls of untracked ones
 
     def add(self, so: int, highlight: bool, is_call: bool) -> None:
         self.entries.append((so, highlight, is_call))
+        self.count += 1
+        self.highlights += highlight
+        self.calls += is_call
         if len(self.entries) > MAX_TRACKED:
-            _, h, c = self.entries.pop(0)
-            self.extra += 1
-            self.extra_highlight += h
-            self.extra_calls += c
+            _, h, c = self.entries.popleft()
+            self.extra[0] += 1
+            self.extra[1] += h
+            self.extra[2] += c
 
     def read_up_to(self, so: int) -> None:
-        if self.entries and self.entries[0][0] <= so:
-            self.extra = self.extra_highlight = self.extra_calls = 0
-        self.entries = [e for e in self.entries if e[0] > so]
+        entries = self.entries
+        if entries and entries[0][0] <= so and self.extra[0]:
+            self.count -= self.extra[0]
+            self.highlights -= self.extra[1]
+            self.calls -= self.extra[2]
+            self.extra = [0, 0, 0]
+        while entries and entries[0][0] <= so:
+            _, h, c = entries.popleft()
+            self.count -= 1
+            self.highlights -= h
+            self.calls -= c
 
     def counts(self) -> tuple[int, int]:
-        return (len(self.entries) + self.extra,
-                sum(1 for e in self.entries if e[1]) + self.extra_highlight)
-
-    def calls(self) -> int:
-        return sum(1 for e in self.entries if e[2]) + self.extra_calls
+        return self.count, self.highlights
 
 
 def event_fields(event: Any) -> tuple[dict[str, Any], str, str, str, int]:
@@ -142,16 +154,20 @@ class NotificationService:
         self._flush_delay_s = flush_delay_s
         self.position_of = position_of
         self.fetch_events = fetch_events
-        self._unread: dict[tuple[str, str], _Unread] = {}
+        #: room_id -> user_id -> unread notifications (per room, so an event does one lookup).
+        self._unread: dict[str, dict[str, _Unread]] = {}
         self._user_rooms: dict[str, set[str]] = {}
         self._read: dict[tuple[str, str], int] = {}
         self._recent: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
-        self._pending_rows: list[NotificationRow] = []
+        #: (room, user, stream ordering, event ID, actions JSON, highlight, is_call, ts) rows to write.
+        self._pending_rows: list[tuple] = []
         self._pending_read: dict[tuple[str, str], int] = {}
         self._flush_call: Any = None
         self._flushing: defer.Deferred[None] | None = None
         #: ``fn(notifications)`` after each batch is evaluated (the pusher pool).
         self.listeners: list[Callable[[list[Notification]], None]] = []
+        #: Users whose notifications listeners want (those with pushers); set by the pool.
+        self.wanted: Container[str] = frozenset()
 
     # --- start-up and shutdown ---------------------------------------------------
 
@@ -172,17 +188,17 @@ class NotificationService:
 
     def counts(self, user_id: str, room_id: str) -> tuple[int, int]:
         """(notification_count, highlight_count) of a user in a room."""
-        unread = self._unread.get((room_id, user_id))
+        unread = self._unread.get(room_id, {}).get(user_id)
         return unread.counts() if unread is not None else (0, 0)
 
     def totals(self, user_id: str) -> tuple[int, int]:
         """(unread notifications, missed calls) over all the user's rooms (push badges)."""
         total = calls = 0
         for room_id in self._user_rooms.get(user_id, ()):
-            unread = self._unread.get((room_id, user_id))
+            unread = self._unread.get(room_id, {}).get(user_id)
             if unread is not None:
                 total += unread.counts()[0]
-                calls += unread.calls()
+                calls += unread.calls
         return total, calls
 
     def read_position(self, room_id: str, user_id: str) -> int:
@@ -224,11 +240,12 @@ class NotificationService:
             return
         self._read[key] = stream_ordering
         self._pending_read[key] = stream_ordering
-        unread = self._unread.get(key)
+        room = self._unread.get(room_id)
+        unread = room.get(user_id) if room is not None else None
         if unread is not None:
             unread.read_up_to(stream_ordering)
-            if not unread.entries and not unread.extra:
-                del self._unread[key]
+            if not unread.count:
+                del room[user_id]  # type: ignore[union-attr]
                 rooms = self._user_rooms.get(user_id)
                 if rooms is not None:
                     rooms.discard(room_id)
@@ -237,10 +254,10 @@ class NotificationService:
     # --- evaluation ------------------------------------------------------------------
 
     def _unread_for(self, room_id: str, user_id: str) -> _Unread:
-        key = (room_id, user_id)
-        unread = self._unread.get(key)
+        room = self._unread.setdefault(room_id, {})
+        unread = room.get(user_id)
         if unread is None:
-            unread = self._unread[key] = _Unread()
+            unread = room[user_id] = _Unread()
             self._user_rooms.setdefault(user_id, set()).add(room_id)
         return unread
 
@@ -266,17 +283,22 @@ class NotificationService:
         compiled = self._rules.compiled
         is_call = client.get("type") == "m.call.invite"
         rows = self._pending_rows
+        wanted = self.wanted
+        room_unread = self._unread.setdefault(room_id, {})
         for user_id in members:
             if user_id == sender:
                 continue
             rule = evaluate(ctx, compiled(user_id), user_id, names.get(user_id))
             if rule is None or not rule.notify:
                 continue
-            self._unread_for(room_id, user_id).add(so, rule.highlight, is_call)
-            rows.append(NotificationRow(room_id, user_id, so, event_id, rule.actions, rule.highlight,
-                                        is_call, now))
-            out.append(Notification(room_id, user_id, event_id, so, client, rule.actions,
-                                    rule.highlight, now))
+            unread = room_unread.get(user_id)
+            if unread is None:
+                unread = self._unread_for(room_id, user_id)
+            unread.add(so, rule.highlight, is_call)
+            rows.append((room_id, user_id, so, event_id, rule.actions_json, rule.highlight, is_call, now))
+            if user_id in wanted:
+                out.append(Notification(room_id, user_id, event_id, so, client, rule.actions,
+                                        rule.highlight, now))
 
     # --- durable rows --------------------------------------------------------------------
 

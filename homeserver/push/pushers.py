@@ -206,6 +206,7 @@ class PusherPool:
         self.config = config
         self._by_user: dict[str, dict[tuple[str, str, str], HttpPusher]] = {}
         notifications.listeners.append(self.on_notifications)
+        notifications.wanted = self._by_user
 
     async def start(self) -> None:
         for pusher in await self.store.get_pushers():

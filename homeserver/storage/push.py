@@ -217,9 +217,13 @@ class PushStore:
 
     # --- notifications and read positions ---------------------------------------
 
-    async def add_notifications(self, rows: Sequence[NotificationRow],
+    async def add_notifications(self, rows: Sequence[tuple],
                                 read_positions: Iterable[tuple[str, str, int]]) -> None:
-        """One transaction for a batch of notification rows and read positions."""
+        """One transaction for a batch of notification rows and read positions.
+
+        A row is ``(room_id, user_id, stream_ordering, event_id, actions JSON,
+        highlight, is_call, ts)``.
+        """
         positions = list(read_positions)
 
         def fn(txn: Txn) -> None:
@@ -227,8 +231,7 @@ class PushStore:
                 "INSERT INTO push_notifications (room_id, user_id, stream_ordering, event_id, actions,"
                 " highlight, is_call, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (room_id, user_id, stream_ordering) DO NOTHING",
-                [(r.room_id, r.user_id, r.stream_ordering, r.event_id, jsonutil.dumps(list(r.actions)),
-                  r.highlight, r.is_call, r.ts) for r in rows])
+                rows)
             txn.executemany(
                 "INSERT INTO push_read_positions (room_id, user_id, stream_ordering) VALUES (?, ?, ?)"
                 " ON CONFLICT (room_id, user_id) DO UPDATE SET stream_ordering = excluded.stream_ordering"
