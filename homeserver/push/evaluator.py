@@ -357,19 +357,27 @@ class SenderPermission(Condition):
         return ctx.sender_power_level >= required
 
 
-class Equals(Condition):
-    """Room and sender rules: an exact match of ``room_id`` / ``sender``."""
-
-    def __init__(self, field: str, value: str) -> None:
-        self.field = field
-        self.value = value
-
-    def matches(self, ctx: EventContext) -> bool:
-        return ctx.event.get(self.field) == self.value
+#: Compiled conditions interned by their JSON: equal conditions of different users are one
+#: object, so their per-event result is memoised once for everybody.
+_INTERNED: dict[str, Condition] = {}
+_MAX_INTERNED = 20000
 
 
 def compile_condition(cond: Any) -> Condition:
-    """A checker for one condition dict; malformed conditions never match."""
+    """A checker for one condition dict (shared with equal conditions); malformed ones never match."""
+    try:
+        key = json.dumps(cond, sort_keys=True)
+    except (TypeError, ValueError):
+        return Never()
+    found = _INTERNED.get(key)
+    if found is None:
+        if len(_INTERNED) >= _MAX_INTERNED:
+            _INTERNED.clear()
+        found = _INTERNED[key] = _compile_condition(cond)
+    return found
+
+
+def _compile_condition(cond: Any) -> Condition:
     if not isinstance(cond, Mapping):
         return Never()
     kind = cond.get("kind")
@@ -448,14 +456,12 @@ class CompiledRule:
             pattern = rule.get("pattern")
             if pattern == LOCALPART:
                 conds = [BodyContainsLocalpart()]
-            elif isinstance(pattern, str):
-                conds = [EventMatch("content.body", pattern)]
             else:
-                conds = [Never()]
+                conds = [compile_condition({"kind": "event_match", "key": "content.body", "pattern": pattern})]
         elif kind == "room":
-            conds = [Equals("room_id", self.rule_id)]
+            conds = [compile_condition({"kind": "event_property_is", "key": "room_id", "value": self.rule_id})]
         elif kind == "sender":
-            conds = [Equals("sender", self.rule_id)]
+            conds = [compile_condition({"kind": "event_property_is", "key": "sender", "value": self.rule_id})]
         else:
             conds = [Never()]
         self.static = tuple(c for c in conds if not c.dynamic)
