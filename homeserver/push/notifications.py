@@ -230,9 +230,23 @@ class NotificationService:
         if known is not None:
             self.mark_read(room_id, user_id, known[0])
         elif self.position_of is not None:
-            d = defer.ensureDeferred(self.position_of(room_id, event_id))
-            d.addCallback(lambda so: so is not None and self.mark_read(room_id, user_id, so))
-            d.addErrback(lambda f: logger.error("resolving receipt position: %s", f.value))
+            defer.ensureDeferred(self._receipt_later(room_id, user_id, event_id))
+
+    async def _receipt_later(self, room_id: str, user_id: str, event_id: str) -> None:
+        assert self.position_of is not None
+        try:
+            so = await self.position_of(room_id, event_id)
+        except Exception:
+            logger.exception("resolving the position of receipted event %s", event_id)
+            return
+        if so is not None:
+            self.mark_read(room_id, user_id, so)
+
+    def forget(self, room_id: str, user_id: str) -> None:
+        """The user left the room: their counts there go."""
+        room = self._unread.get(room_id)
+        if room is not None and room.pop(user_id, None) is not None:
+            self._user_rooms.get(user_id, set()).discard(room_id)
 
     def mark_read(self, room_id: str, user_id: str, stream_ordering: int) -> None:
         key = (room_id, user_id)
@@ -272,9 +286,12 @@ class NotificationService:
         members: Collection[str] = rooms.local_members(room_id)
         if client.get("type") == "m.room.member":
             target = client.get("state_key")
-            if (isinstance(target, str) and self._is_local(target)
-                    and (client.get("content") or {}).get("membership") == "invite"):
-                members = set(members) | {target}
+            membership = (client.get("content") or {}).get("membership")
+            if isinstance(target, str) and self._is_local(target):
+                if membership == "invite":
+                    members = set(members) | {target}
+                elif membership in ("leave", "ban"):
+                    self.forget(room_id, target)
         if not members:
             return
         ctx = EventContext(client, rooms.member_count(room_id), rooms.power_level(room_id, sender),

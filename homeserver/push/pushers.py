@@ -50,7 +50,7 @@ def make_post_json(reactor: Any, timeout_s: float) -> PostJson:
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
-    client = treq.client.HTTPClient(Agent(reactor, pool=pool, connectTimeout=timeout_s))
+    client = treq.client.HTTPClient(Agent(reactor, pool=pool, connectTimeout=timeout_s))  # type: ignore[arg-type]
 
     async def post_json(url: str, body: dict[str, Any]) -> tuple[int, Any]:
         resp = await client.post(url, json=body, timeout=timeout_s)

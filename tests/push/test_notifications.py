@@ -147,3 +147,23 @@ async def _eventually(fn, timeout_s: float = 10.0):
         assert waited < timeout_s, "condition not reached"
         await task.deferLater(reactor, 0.02, lambda: None)
         waited += 0.02
+
+
+@pytest_twisted.ensureDeferred
+async def test_invite_notifies_the_invitee_and_leaving_clears_counts(hs):
+    alice, bob, carol = await users(hs, "alice", "bob", "carol")
+    room = await create(alice, preset="private_chat")
+    status, _ = await alice.post(f"{V3}/rooms/{room}/invite", {"user_id": bob.user_id})
+    assert status == 200
+    assert hs.notifications.counts(bob.user_id, room) == (1, 0)  # .m.rule.invite_for_me
+    await bob.post(f"{V3}/join/{room}")
+    assert hs.notifications.counts(bob.user_id, room) == (0, 0)  # joining is reading
+    await alice.post(f"{V3}/rooms/{room}/invite", {"user_id": carol.user_id})
+    await carol.post(f"{V3}/join/{room}")
+    await send(alice, room, "one")
+    await send(alice, room, "two")
+    assert hs.notifications.counts(carol.user_id, room) == (2, 0)
+    status, _ = await carol.post(f"{V3}/rooms/{room}/leave")
+    assert status == 200
+    assert hs.notifications.counts(carol.user_id, room) == (0, 0)
+    assert hs.notifications.totals(carol.user_id) == (0, 0)
