@@ -7,7 +7,7 @@ event never waits for the database.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from homeserver.push.evaluator import CompiledRules
 from homeserver.push.ruleset import DEFAULT_COMPILED, UserRules
@@ -19,6 +19,9 @@ class PushRuleService:
         self._store = store
         self._rules: dict[str, UserRules] = {}
         self._compiled: dict[str, CompiledRules] = {}
+        #: ``async fn(user_id, content)`` after a user's rules changed; server.py wires it to
+        #: the ``m.push_rules`` account data (content ``{"global": ...}``) that /sync sends.
+        self.on_change: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
 
     async def load(self) -> None:
         """Load every user who has rules of their own or changed a default rule."""
@@ -48,14 +51,13 @@ class PushRuleService:
     async def put_rule(self, user_id: str, kind: str, rule_id: str, conditions: list[Any] | None,
                        pattern: str | None, actions: list[Any], before: str | None,
                        after: str | None) -> None:
-        try:
-            await self._store.put_rule(user_id, kind, rule_id, conditions, pattern, actions, before, after)
-        finally:
-            await self.reload(user_id)
+        await self._store.put_rule(user_id, kind, rule_id, conditions, pattern, actions, before, after)
+        await self._changed(user_id)
 
     async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> bool:
         deleted = await self._store.delete_rule(user_id, kind, rule_id)
-        await self.reload(user_id)
+        if deleted:
+            await self._changed(user_id)
         return deleted
 
     async def set_field(self, user_id: str, kind: str, rule_id: str, field: str, value: Any,
@@ -66,6 +68,12 @@ class PushRuleService:
             found = True
         else:
             found = await self._store.set_own_field(user_id, kind, rule_id, field, value)
-        await self.reload(user_id)
+        if found:
+            await self._changed(user_id)
         return found
+
+    async def _changed(self, user_id: str) -> None:
+        await self.reload(user_id)
+        if self.on_change is not None:
+            await self.on_change(user_id, {"global": self.rules(user_id).to_client(user_id)})
 

@@ -152,3 +152,21 @@ async def test_errors(client_factory):
     assert all(not _ids(rs, k) for k in rs)  # nothing was created
     status, _ = await c.get(RULES + "/", token="bogus")
     assert status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_are_announced_for_account_data(hs, client_factory):
+    seen = []
+
+    async def on_change(user_id, content):
+        seen.append((user_id, content))
+    hs.push_rules.on_change = on_change
+    c = await _user(client_factory)
+    await c.put(f"{RULES}/global/content/kw", {"pattern": "cake", "actions": ["notify"]})
+    await c.put(f"{RULES}/global/override/.m.rule.master/enabled", {"enabled": True})
+    await c.request("DELETE", f"{RULES}/global/content/missing")
+    assert [u for u, _ in seen] == [c.user_id, c.user_id]
+    content = seen[-1][1]
+    assert content["global"]["override"][0] == {
+        "rule_id": ".m.rule.master", "default": True, "enabled": True, "conditions": [], "actions": []}
+    assert _ids(content["global"], "content") == ["kw"]
