@@ -128,6 +128,8 @@ def event_fields(event: Any) -> tuple[dict[str, Any], str, str, str, int]:
             client["state_key"] = ev.state_key
         if pdu.get("unsigned"):
             client["unsigned"] = pdu["unsigned"]
+    elif "room_id" not in client:  # the /sync timeline form leaves it out; room rules need it
+        client = {**client, "room_id": event.room_id}
     return client, event.room_id, event.event_id, client.get("sender", ""), int(event.stream_ordering)
 
 
