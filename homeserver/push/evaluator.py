@@ -66,26 +66,82 @@ def split_path(key: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _glob_to_regex(pattern: str) -> str:
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*?")
-        elif ch == "?":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return "".join(out)
+_NOT_WORD_BEFORE = r"(?<![A-Za-z0-9_])"
+_NOT_WORD_AFTER = r"(?![A-Za-z0-9_])"
+
+
+def _segment_regex(segment: str, prefix: str = "", suffix: str = "") -> Any:
+    """A fixed-width segment of a glob (``?`` = any one character) as a compiled regex."""
+    body = "".join("." if ch == "?" else re.escape(ch) for ch in segment)
+    return re.compile(prefix + body + suffix, re.IGNORECASE | re.DOTALL)
+
+
+class GlobMatcher:
+    """A glob (``*``, ``?``) matched without regex backtracking.
+
+    The pattern is split at ``*`` into fixed-width segments, which are placed
+    left to right at their earliest possible position (earliest is always
+    best: it leaves the most room for the rest). So the cost is linear in the
+    text per segment, whatever the number of ``*``; a regex with several
+    ``.*`` would backtrack polynomially on a long body.
+    """
+
+    __slots__ = ("segments", "head", "head_words", "tail", "tail_words", "middle", "exact")
+
+    def __init__(self, pattern: str) -> None:
+        self.segments = pattern.split("*")
+        self.exact = len(self.segments) == 1
+        head, tail = self.segments[0], self.segments[-1]
+        self.head = _segment_regex(head)
+        self.head_words = _segment_regex(head, _NOT_WORD_BEFORE)
+        self.tail = _segment_regex(tail, "", r"\Z")
+        self.tail_words = _segment_regex(tail, "", _NOT_WORD_AFTER)
+        self.middle = [_segment_regex(m) for m in self.segments[1:-1] if m]
+
+    def fullmatch(self, text: str) -> bool:
+        if self.exact:
+            return self.head.fullmatch(text) is not None
+        m = self.head.match(text)
+        if m is None:
+            return False
+        pos = m.end()
+        for seg in self.middle:
+            m = seg.search(text, pos)
+            if m is None:
+                return False
+            pos = m.end()
+        tail_len = len(self.segments[-1])
+        return len(text) - tail_len >= pos and self.tail.match(text, len(text) - tail_len) is not None
+
+    def search_words(self, text: str) -> bool:
+        """Does a substring starting and ending at word boundaries match?"""
+        if self.exact:
+            return _segment_regex(self.segments[0], _NOT_WORD_BEFORE, _NOT_WORD_AFTER).search(text) is not None
+        pos = 0
+        if self.segments[0]:
+            m = self.head_words.search(text)
+            if m is None:
+                return False
+            pos = m.end()
+        for seg in self.middle:
+            m = seg.search(text, pos)
+            if m is None:
+                return False
+            pos = m.end()
+        if not self.segments[-1]:
+            return True  # a trailing * runs to the end of the text, a boundary
+        return self.tail_words.search(text, pos) is not None
 
 
 @lru_cache(maxsize=4096)
 def glob_matcher(pattern: str, words: bool) -> Any:
-    """A compiled matcher for a glob: whole value, or (``words``) any word-bounded substring."""
-    body = _glob_to_regex(pattern)
-    if words:
-        regex = r"(?<![A-Za-z0-9_])" + body + r"(?![A-Za-z0-9_])"
-        return re.compile(regex, re.IGNORECASE | re.DOTALL).search
-    return re.compile(body, re.IGNORECASE | re.DOTALL).fullmatch
+    """A matcher for a glob: ``fn(text) -> bool`` on the whole value, or (``words``) any
+    word-bounded substring; case-insensitive."""
+    matcher = GlobMatcher(pattern)
+    if words and matcher.exact:
+        regex = _segment_regex(pattern, _NOT_WORD_BEFORE, _NOT_WORD_AFTER)
+        return lambda text: regex.search(text) is not None
+    return matcher.search_words if words else matcher.fullmatch
 
 
 def contains_words(haystack_lower: str, needle: str) -> bool:
@@ -235,13 +291,13 @@ class EventMatch(Condition):
                 return False
             if self.literal:
                 return contains_words(ctx.body_lower, self.lower)
-            return self.match(ctx.body_lower) is not None
+            return self.match(ctx.body_lower)
         value = ctx.get(self.path)
         if not isinstance(value, str):
             return False
         if self.literal:
             return value.lower() == self.lower
-        return self.match(value) is not None
+        return self.match(value)
 
 
 class EventMatchUser(Condition):

@@ -208,3 +208,30 @@ def test_evaluator_is_pure():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mod = getattr(node, "module", None) or node.names[0].name
                 assert not mod.startswith(("twisted", "homeserver.storage", "treq")), (name, mod)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from homeserver.push.evaluator import glob_matcher  # noqa: E402
+
+
+def _reference(pattern: str, text: str, words: bool) -> bool:
+    import re
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    if words:
+        return re.search(r"(?<![A-Za-z0-9_])" + body + r"(?![A-Za-z0-9_])", text, re.I | re.S) is not None
+    return re.fullmatch(body, text, re.I | re.S) is not None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab *?-", max_size=8), st.text(alphabet="abAB -_", max_size=14), st.booleans())
+def test_glob_matcher_agrees_with_a_backtracking_regex(pattern, text, words):
+    assert glob_matcher(pattern, words)(text) == _reference(pattern, text, words), (pattern, text, words)
+
+
+def test_glob_is_linear_on_hostile_input():
+    body = "a " * 30000  # 60 KB, 30000 word boundaries
+    matcher = glob_matcher("a*a*a*a*a*a*a*b", True)
+    assert matcher(body) is False  # a backtracking regex would take minutes here
+    assert glob_matcher("a*a*a*a*a*a*a*b", False)("a" * 60000) is False
