@@ -242,6 +242,6 @@ class HomeServer:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
-        self.pushers.stop()
+        await self.pushers.stop()
         await self.notifications.stop()
         await self.db.close()

@@ -212,14 +212,14 @@ class PusherPool:
         for pusher in await self.store.get_pushers():
             self._add(pusher)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         for pushers in self._by_user.values():
             for p in pushers.values():
                 p.stop()
         self._by_user.clear()
         pool = getattr(self.post_json, "pool", None)
         if pool is not None:
-            pool.closeCachedConnections()
+            await pool.closeCachedConnections()
 
     def pushers_of(self, user_id: str) -> list[HttpPusher]:
         return list(self._by_user.get(user_id, {}).values())
