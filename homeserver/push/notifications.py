@@ -40,6 +40,8 @@ MAX_TRACKED = 1000
 RECENT_EVENTS = 20000
 #: Notification rows older than this are not loaded into counts at start-up.
 RETENTION_MS = 30 * 24 * 3600 * 1000
+#: How often rows past the retention are deleted.
+PRUNE_INTERVAL_S = 6 * 3600.0
 
 
 class RoomView(Protocol):
@@ -165,6 +167,7 @@ class NotificationService:
         self._pending_rows: list[tuple] = []
         self._pending_read: dict[tuple[str, str], int] = {}
         self._flush_call: Any = None
+        self._prune_call: Any = None
         self._flushing: defer.Deferred[None] | None = None
         #: ``fn(notifications)`` after each batch is evaluated (the pusher pool).
         self.listeners: list[Callable[[list[Notification]], None]] = []
@@ -179,8 +182,17 @@ class NotificationService:
         self._read = read
         for room_id, user_id, so, highlight, is_call in rows:
             self._unread_for(room_id, user_id).add(so, highlight, is_call)
+        self._prune_call = self._clock.looping_call(self._prune, PRUNE_INTERVAL_S, now=True)
+
+    def _prune(self) -> "defer.Deferred[Any]":
+        """Delete notification rows past the retention (they no longer count or list)."""
+        d = defer.ensureDeferred(self._store.prune_notifications(self._clock.time_msec() - RETENTION_MS))
+        d.addErrback(lambda f: logger.error("pruning notifications: %s", f.value))
+        return d
 
     async def stop(self) -> None:
+        if self._prune_call is not None and self._prune_call.running:
+            self._prune_call.stop()
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None

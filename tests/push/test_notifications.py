@@ -50,6 +50,7 @@ async def test_counts_for_500_members_and_receipts(hs):
     await again.load()
     for user in ("@u0:test.local", "@u7:test.local", "@u3:test.local", "@u200:test.local"):
         assert again.counts(user, ROOM) == n.counts(user, ROOM), user
+    await again.stop()
 
 
 @pytest_twisted.ensureDeferred
