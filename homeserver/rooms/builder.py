@@ -36,7 +36,9 @@ class EventBuilder:
         try:
             check_event_format(pdu, rv)
         except EventFormatError as e:
-            raise MatrixError(400, "M_BAD_JSON" if "large" not in str(e) else "M_TOO_LARGE", str(e)) from None
+            if "larger than" in str(e):
+                raise MatrixError(413, "M_TOO_LARGE", str(e)) from None
+            raise MatrixError(400, "M_BAD_JSON", str(e)) from None
         if unsigned:
             pdu["unsigned"] = unsigned
         return Event(pdu, rv)

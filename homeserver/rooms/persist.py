@@ -27,6 +27,7 @@ What the entry point accepts (:class:`EventContext`):
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -222,21 +223,22 @@ class Persister:
             else:
                 after, after_g = before, before_g
             state_rows.append((room_id, ev.event_id, before_g, after_g))
-            # the room's new current state
-            new_current = dict(ctx.new_current_state) if ctx.new_current_state is not None else after
-            if new_current is after:
-                new_group = after_g
-            elif new_current == after:
+            # the room's new current state, and the delta from the previous one
+            delta: dict[StateKey, str] = {}
+            if ctx.new_current_state is None and after is current:
+                new_group = after_g  # a message on the current state: nothing changes
+            elif ctx.new_current_state is None and ctx.state_before is None:
+                delta = {(ev.type, ev.state_key or ""): ev.event_id}  # a local state event
                 new_group = after_g
             else:
-                new_group = self._state.new_group_txn(txn, room_id, new_current, after_g)
-            delta: dict[StateKey, str] = {}
-            for k, v in new_current.items():
-                if current.get(k) != v:
-                    delta[k] = v
-            for k in current:
-                if k not in new_current:
-                    all_delta[k] = None
+                new_current = dict(ctx.new_current_state) if ctx.new_current_state is not None else after
+                new_group = after_g if new_current == after else \
+                    self._state.new_group_txn(txn, room_id, new_current, after_g)
+                delta = {k: v for k, v in new_current.items() if current.get(k) != v}
+                for k in current:
+                    if k not in new_current:
+                        all_delta[k] = None
+                after = new_current
             all_delta.update(delta)
             for (etype, skey), eid in delta.items():
                 if etype == "m.room.member":
@@ -245,7 +247,7 @@ class Persister:
                                                    row.stream_ordering)
                     else:
                         members[skey] = Membership(room_id, skey, "?", eid, "", row.stream_ordering)
-            current, group = dict(new_current), new_group
+            current, group = after, new_group
             per_event.append((row.stream_ordering, delta))
             # extremities
             if ctx.new_extremities is not None:
@@ -263,10 +265,9 @@ class Persister:
             cond, args = txn.in_list("event_id", [m.event_id for m in unresolved])
             found = {r[0]: (r[1], r[2]) for r in txn.query(
                 f"SELECT event_id, json, sender FROM events WHERE room_id = ? AND {cond}", [room_id, *args])}
-            import json as _json
             for m in unresolved:
                 if m.event_id in found:
-                    content = _json.loads(found[m.event_id][0]).get("content", {})
+                    content = json.loads(found[m.event_id][0]).get("content", {})
                     members[m.user_id] = Membership(room_id, m.user_id, str(content.get("membership", "leave")),
                                                     m.event_id, found[m.event_id][1], m.stream_ordering)
                 else:
@@ -303,6 +304,11 @@ class Persister:
                     room.apply(new_ev)
                 if any(k[0] == "m.room.member" for k in delta):
                     joined = frozenset(room.joined)
+            if ev.redacts is not None and not ev.rejected and not item.ctx.outlier:
+                # A redacted state event stays in the state, in its redacted form.
+                for key, cur in list(room.state.items()):
+                    if cur.event_id == ev.redacts:
+                        room.apply(cur.redacted())
             item_result = PersistedEvent(ev, stream, ev.depth, joined, membership, item.ctx.txn_key, stored)
             batch.results.append(item_result)
             if delta is not None and not item.ctx.backfilled:

@@ -97,6 +97,16 @@ async def test_replies_edits_reactions_threads(hs):
     assert [e["event_id"] for e in threads["chunk"]] == [root_id]
     status, threads = await bob.get(f"{V1}/rooms/{room}/threads", params={"include": "participated"})
     assert [e["event_id"] for e in threads["chunk"]] == [root_id]
+    # references are bundled as a chunk of event IDs
+    status, ref = await send(bob, room, content={"msgtype": "m.text", "body": "see above",
+                                                 "m.relates_to": {"rel_type": "m.reference", "event_id": root_id}})
+    assert status == 200
+    status, ev = await alice.get(f"{V3}/rooms/{room}/event/{root_id}")
+    assert ev["unsigned"]["m.relations"]["m.reference"] == {"chunk": [{"event_id": ref["event_id"]}]}
+    # the bundled edit is also there when paging
+    status, page = await alice.get(f"{V3}/rooms/{room}/messages", params={"dir": "b", "limit": "50"})
+    root_in_page = [e for e in page["chunk"] if e["event_id"] == root_id][0]
+    assert root_in_page["unsigned"]["m.relations"]["m.replace"]["event_id"] == e1["event_id"]
     # a thread cannot hang off a threaded event
     status, err = await send(alice, room, content={"msgtype": "m.text", "body": "x", "m.relates_to": {
         "rel_type": "m.thread", "event_id": t["event_id"]}})
