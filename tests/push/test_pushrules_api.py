@@ -170,3 +170,29 @@ async def test_changes_are_announced_for_account_data(hs, client_factory):
     assert content["global"]["override"][0] == {
         "rule_id": ".m.rule.master", "default": True, "enabled": True, "conditions": [], "actions": []}
     assert _ids(content["global"], "content") == ["kw"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rules_and_pushers_survive_a_restart(hs, client_factory):
+    from homeserver.push.notifications import NotificationService
+    from homeserver.push.pushers import PusherPool
+    from homeserver.push.rule_service import PushRuleService
+    from homeserver.push.ruleset import DEFAULT_COMPILED
+
+    c = await _user(client_factory)
+    await c.put(f"{RULES}/global/room/{quote('!g:test.local')}", {"actions": []})
+    await c.put(f"{RULES}/global/underride/.m.rule.message/actions", {"actions": []})
+    await c.post("/_matrix/client/v3/pushers/set", {
+        "kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A", "device_display_name": "D",
+        "lang": "en", "data": {"url": "https://gw.example/_matrix/push/v1/notify"}})
+    rules = PushRuleService(hs.push_store)
+    await rules.load()
+    assert rules.rules(c.user_id).to_client(c.user_id) == hs.push_rules.rules(c.user_id).to_client(c.user_id)
+    assert rules.compiled(c.user_id) is not DEFAULT_COMPILED
+    assert rules.compiled("@nobody:test.local") is DEFAULT_COMPILED
+    service = NotificationService(hs.push_store, rules, hs.push_rooms, hs.clock, lambda u: True)
+    pool = PusherPool(hs.push_store, service, hs.push_rooms, hs.clock, None)  # type: ignore[arg-type]
+    await pool.start()
+    assert [p.pusher.pushkey for p in pool.pushers_of(c.user_id)] == ["k"]
+    assert c.user_id in service.wanted
+    await pool.stop()
