@@ -177,6 +177,9 @@ class NotificationService:
     # --- start-up and shutdown ---------------------------------------------------
 
     async def load(self) -> None:
+        """Rebuild the counts from the stored rows (once; later calls do nothing)."""
+        if self._prune_call is not None:
+            return
         since = self._clock.time_msec() - RETENTION_MS
         read, rows = await self._store.load_unread(since)
         self._read = read
