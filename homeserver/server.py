@@ -21,10 +21,17 @@ from twisted.internet.interfaces import IListeningPort
 
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
+from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
 from homeserver.api.client.push import PushServlets
+from homeserver.api.client.presence import PresenceServlets
+from homeserver.api.client.receipts import ReceiptServlets
 from homeserver.api.client.register import RegisterServlets
+from homeserver.api.client.sync import SyncServlets
+from homeserver.api.client.tags import TagServlets
+from homeserver.api.client.to_device import ToDeviceServlets
+from homeserver.api.client.typing import TypingServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
 from homeserver.api.metrics import Metrics
@@ -60,7 +67,28 @@ from homeserver.media.preview import UrlPreviewer
 from homeserver.media.service import MediaService
 from homeserver.media.storage import LocalFileStorage
 from homeserver.storage.media import MediaStore
+from homeserver.push.websocket import WebSocketChannel
+from homeserver.storage.account_data import AccountDataStore
+from homeserver.storage.device_lists import DeviceListStore
+from homeserver.storage.filters import FilterStore
+from homeserver.storage.presence import PresenceStore
+from homeserver.storage.receipts import ReceiptStore
+from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.users import UserStore
+from homeserver.sync.account_data import AccountDataService
+from homeserver.sync.builder import SyncBuilder
+from homeserver.sync.config import SyncConfig
+from homeserver.sync.device_lists import DeviceListTracker
+from homeserver.sync.membership import MembershipIndex
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.presence import PresenceService
+from homeserver.sync.receipts import ReceiptService
+from homeserver.sync.recent import RecentEvents
+from homeserver.sync.room_source import RoomFeed, StoredRoomSource
+from homeserver.sync.service import SyncService
+from homeserver.sync.to_device import ToDeviceService
+from homeserver.sync.typing import TypingService
+from homeserver.sync.user_rooms import UserRooms
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
 from homeserver.users.passwords import PasswordHasher
@@ -161,7 +189,46 @@ class HomeServer:
                                   push_config.pushers)
         self.notifications.position_of = self._event_position
         self.notifications.fetch_events = self._client_events
-        self.event_stream.subscribe(self.notifications.on_events)
+
+        # realtime: streams, notifier, /sync builder (see docs/sync.md)
+        self.sync_config = SyncConfig.parse(config.section("sync"))
+        self.member_index = MembershipIndex()
+        self.notifier = Notifier(self.clock, self.member_index.joined_members)
+        self.user_rooms = UserRooms()
+        self.recent_events = RecentEvents(capacity=self.sync_config.recent_events_per_room)
+        self.account_data_store = AccountDataStore(self.db)
+        self.receipt_store = ReceiptStore(self.db)
+        self.to_device_store = ToDeviceStore(self.db)
+        self.device_list_store = DeviceListStore(self.db)
+        self.filter_store = FilterStore(self.db)
+        self.account_data = AccountDataService(self.account_data_store, self.notifier)
+        self.receipts = ReceiptService(self.receipt_store, self.member_index, self.notifier, self.clock)
+        self.typing = TypingService(self.clock, self.member_index, self.notifier)
+        self.presence = PresenceService(PresenceStore(self.db), self.member_index, self.notifier, self.clock,
+                                        config.presence_enabled)
+        self.to_device = ToDeviceService(self.to_device_store, self.notifier, self.clock, self.server_name,
+                                         self._device_ids)
+        self.device_lists = DeviceListTracker(self.device_list_store, self.member_index, self.notifier)
+        # the push module's counts, from each member's push rules (homeserver/push/notifications.py)
+        self.unread = self.notifications
+        self.receipts.listeners.append(
+            lambda room_id, user_id, _type, event_id: self.unread.on_receipt(room_id, user_id, event_id))
+        self.room_source = StoredRoomSource(self.db, self.event_store, self.state_store, self.room_states,
+                                            self.visibility)
+        self.user_rooms.loader = self.room_source.load_memberships
+        self.receipts.event_exists = self.room_source.event_exists
+        self.room_feed = RoomFeed(self.event_store, self.room_states, self.recent_events, self.member_index,
+                                  self.user_rooms, self.unread, self.notifier)
+        self.event_stream.subscribe(self.room_feed.on_persisted)
+        self.sync_builder = SyncBuilder(
+            membership=self.member_index, user_rooms=self.user_rooms, recent=self.recent_events,
+            rooms=self.room_source,
+            account_data=self.account_data, receipts=self.receipts, typing=self.typing,
+            presence=self.presence, to_device=self.to_device, device_lists=self.device_lists,
+            unread=self.unread)
+        self.sync = SyncService(self.sync_builder, self.notifier, self.presence, self.filter_store, self.clock)
+        self.push_rules.on_change = lambda user_id, content: self.account_data.put(
+            user_id, None, "m.push_rules", content, internal=True)
 
         # HTTP
         rl = config.rate_limiting
@@ -175,6 +242,7 @@ class HomeServer:
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
         self.push_servlets = PushServlets(self.push_rules, self.notifications, self.pushers, self.clock)
+        self.sync_servlets = SyncServlets(self.sync, self.filter_store)
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
@@ -182,12 +250,21 @@ class HomeServer:
                                             self.url_previewer)
         for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
                          self.directory_servlets, self.media_servlets,
-                         AdminMediaServlets(self.media, self.users), self.push_servlets):
+                         AdminMediaServlets(self.media, self.users),
+                         self.sync_servlets,
+                         ReceiptServlets(self.receipts, self.account_data, self.member_index),
+                         TypingServlets(self.typing), PresenceServlets(self.presence, self.member_index),
+                         AccountDataServlets(self.account_data), TagServlets(self.account_data),
+                         ToDeviceServlets(self.to_device), self.push_servlets):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
         self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
+        self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,
+                                          self.notifier, self.presence, self.clock, self.sync_config,
+                                          config.max_request_body_size)
+        self.websocket.install(self.site)
 
         self._ports: list[IListeningPort] = []
         self._stopping = False
@@ -205,6 +282,7 @@ class HomeServer:
         self.media.start()
         await self.push_rules.load()
         await self.notifications.load()
+        await self._start_streams()
         await self.pushers.start()
         if listen:
             for listener in self.config.listeners:
@@ -227,6 +305,27 @@ class HomeServer:
         self.event_stream_ids.__init__(loaded.current())  # type: ignore[misc]  # same object, wired already
         self.event_stream.reset(loaded.current())
         self.state_store.load_ids()
+        lowest = self.db.run_blocking(lambda txn: txn.scalar("SELECT MIN(stream_ordering) FROM events"))
+        self.persister.set_backfill_start(int(lowest or 0))
+
+    async def _start_streams(self) -> None:
+        """Load stream positions into the notifier (after migrations, before listening)."""
+        for store in (self.account_data_store, self.receipt_store, self.to_device_store,
+                      self.device_list_store):
+            await store.load()
+        self.notifier.set_position("account_data", self.account_data_store.stream.current())
+        self.notifier.set_position("receipts", self.receipt_store.stream.current())
+        self.notifier.set_position("to_device", self.to_device_store.stream.current())
+        self.notifier.set_position("device_lists", self.device_list_store.stream.current())
+        events_position = self.event_stream.current_position()
+        self.recent_events.reset(events_position)
+        self.notifier.set_position("events", events_position)
+        self.room_feed.seed(await self.room_source.joined_memberships())
+        await self.unread.load()
+        await self.presence.start()
+
+    async def _device_ids(self, user_id: str) -> list[str]:
+        return [d.device_id for d in await self.users.get_devices(user_id)]
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
@@ -236,6 +335,7 @@ class HomeServer:
         self.media.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
+        self.websocket.close_all()
         drain = defer.Deferred.fromCoroutine(self.site.drain())
         drain.addTimeout(SHUTDOWN_GRACE_S, self.reactor)
         try:
@@ -243,5 +343,6 @@ class HomeServer:
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
         await self.pushers.stop()
-        await self.notifications.stop()
+        await self.presence.stop()
+        await self.unread.stop()
         await self.db.close()

@@ -298,6 +298,9 @@ class HttpSite(server.Site):
         self.displayTracebacks = False
         self.noisy = False
         self._in_flight: set[defer.Deferred[Any]] = set()
+        #: path -> handler(twisted request) for requests that upgrade the connection
+        #: (the WebSocket channel); such requests bypass the router.
+        self.upgrade_handlers: dict[str, Callable[[server.Request], None]] = {}
 
     def log(self, request: server.Request) -> None:
         """Twisted's combined log is replaced by our own access log."""
@@ -313,6 +316,11 @@ class HttpSite(server.Site):
         return self.max_body_size
 
     def handle(self, twreq: server.Request) -> None:
+        if self.upgrade_handlers and twreq.method == b"GET":
+            upgrade = self.upgrade_handlers.get(twreq.path.decode("utf-8", "replace"))
+            if upgrade is not None:
+                upgrade(twreq)
+                return
         d = defer.Deferred.fromCoroutine(self._handle(twreq))
         self._in_flight.add(d)
         d.addBoth(self._done, d)

@@ -1,1 +1,2 @@
-"""Push: push rules (data and a pure evaluator), unread counts, pushers to push gateways."""
+"""Push: the WebSocket channel, push rules (data and a pure evaluator), unread counts,
+pushers to push gateways."""

@@ -23,10 +23,12 @@ What the entry point accepts (:class:`EventContext`):
 * a rejected event (``event.rejected_reason`` set): stored, never served, no
   state effect;
 * ``backfilled=True``: a historical event fetched from another server; it is
-  stored in the timeline (by depth) but not published on the live stream.
+  stored in the timeline (by depth) with a negative stream ordering, and
+  not published on the live stream (it is old news to /sync).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections import OrderedDict
@@ -79,7 +81,7 @@ class _Item:
 
 @dataclass
 class _Batch:
-    first: int
+    seq: int
     last: int
     done: bool = False
     published: list[PersistedEvent] = field(default_factory=list)
@@ -115,6 +117,16 @@ class Persister:
         self._queues: dict[str, list[_Item]] = {}
         self._workers: set[str] = set()
         self._batches: "OrderedDict[int, _Batch]" = OrderedDict()
+        self._batch_seq = itertools.count()
+        self._backfill_position = 0
+
+    def set_backfill_start(self, lowest: int) -> None:
+        """Continue negative (backfill) stream orderings below ``lowest`` (at start-up)."""
+        self._backfill_position = min(0, lowest)
+
+    def _next_backfill(self) -> int:
+        self._backfill_position -= 1
+        return self._backfill_position
 
     async def persist(self, contexts: Sequence[EventContext]) -> list[PersistedEvent]:
         """Persist events (all of one room, in order) and wait until durable and published.
@@ -148,10 +160,12 @@ class Persister:
                 self._queues.pop(room_id, None)
 
     async def _persist_batch(self, room_id: str, items: list[_Item]) -> None:
-        first = self._ids.next()
-        positions = [first] + [self._ids.next() for _ in items[1:]]
-        batch = _Batch(first, positions[-1], items=items)
-        self._batches[first] = batch
+        # Backfilled (historical) events get negative stream orderings, so they
+        # never look new to anything reading the stream by position.
+        positions = [self._next_backfill() if i.ctx.backfilled else self._ids.next() for i in items]
+        seq = next(self._batch_seq)
+        batch = _Batch(seq, max([p for p in positions if p > 0], default=0), items=items)
+        self._batches[seq] = batch
         local = sum(1 for i in items if i.ctx.local)
         try:
             room = await self._cache.get(room_id)
@@ -323,10 +337,10 @@ class Persister:
     def _flush(self) -> None:
         """Publish finished batches in stream order, then answer their callers."""
         while self._batches:
-            first, batch = next(iter(self._batches.items()))
+            seq, batch = next(iter(self._batches.items()))
             if not batch.done:
                 return
-            del self._batches[first]
+            del self._batches[seq]
             self._stream.publish(batch.published, batch.last)
             for item, result in zip(batch.items, batch.results):
                 if isinstance(result, BaseException):

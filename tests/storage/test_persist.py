@@ -140,6 +140,18 @@ async def test_federation_entry_points(hs):
     assert (await hs.state_store.get_state_ids_at(msg.event_id))[("m.room.topic", "")] == topic.event_id
     assert rs.get("m.room.topic").event_id == topic.event_id  # became current state too
     assert rs.extremities == [msg.event_id]
+    # a backfilled event: negative stream ordering, not published, but in the timeline
+    published = []
+    hs.event_stream.subscribe(published.extend)
+    position = hs.event_stream.current_position()
+    old = builder.build(rs, "m.room.message", "@alice:test.local", {"msgtype": "m.text", "body": "old"})
+    [pe] = await hs.persister.persist([EventContext(old, state_before=rs.state_ids(), backfilled=True,
+                                                    new_extremities=rs.extremities)])
+    assert pe.stream_ordering < 0 and published == [] and hs.event_stream.current_position() == position
+    assert rs.extremities == [msg.event_id]
+    page = await hs.event_store.paginate(room, (10**9, 10**9), "b", 50)
+    assert old.event_id in [e.event_id for e in page]
+    assert old.event_id not in [e.event_id for e in await hs.event_store.room_stream_events(room, 0, 10**9, 50)]
 
 
 def test_tokens_round_trip():
