@@ -176,13 +176,16 @@ class PresenceService:
         """m.presence events of users sharing a room with ``user_id``, changed in (since, upto]."""
         if not self.enabled:
             return []
-        visible = self._membership.co_members(user_id)
+        if since >= upto:
+            return []
         if since == 0 or not self._recent_pos or since < self._recent_pos[0] - 1:
+            visible = self._membership.co_members(user_id)
             users = [u for u in visible if u in self._states and since < self._states[u].stream_id <= upto]
         else:
             start = bisect.bisect_right(self._recent_pos, since)
             end = bisect.bisect_right(self._recent_pos, upto)
-            users = list(dict.fromkeys(u for u in self._recent_users[start:end] if u in visible))
+            share = self._membership.share_room
+            users = list(dict.fromkeys(u for u in self._recent_users[start:end] if share(user_id, u)))
         out = []
         for u in users:
             state = self._states.get(u)

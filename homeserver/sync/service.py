@@ -30,26 +30,44 @@ class SyncService:
         self.presence = presence
         self.filters = filters
         self.clock = clock
+        self._inline: dict[str, SyncFilter] = {}
+        self._stored: dict[tuple[str, int], SyncFilter] = {}
 
     async def resolve_filter(self, user_id: str, value: str | None) -> SyncFilter:
         """A ``filter`` query parameter: a stored filter ID or inline JSON."""
         if value is None or value == "":
             return DEFAULT_FILTER
         if value.startswith("{"):
+            cached = self._inline.get(value)
+            if cached is not None:
+                return cached
             check_filter_size(value)
             try:
                 body = jsonutil.loads(value)
             except ValueError:
                 raise MatrixError(400, "M_NOT_JSON", "Inline filter is not valid JSON") from None
-            return parse_filter(body)
+            parsed = parse_filter(body)
+            # Clients send the same inline filter on every poll: parse it once.
+            if len(self._inline) >= 1000:
+                self._inline.clear()
+            self._inline[value] = parsed
+            return parsed
         try:
             filter_id = int(value)
         except ValueError:
             raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter ID or a JSON object") from None
+        key = (user_id, filter_id)
+        parsed = self._stored.get(key)
+        if parsed is not None:
+            return parsed
         stored = await self.filters.get(user_id, filter_id)
         if stored is None:
             raise MatrixError(400, "M_INVALID_PARAM", "Unknown filter")
-        return parse_filter(stored)
+        parsed = parse_filter(stored)
+        if len(self._stored) >= 100_000:
+            self._stored.clear()
+        self._stored[key] = parsed  # stored filters never change
+        return parsed
 
     @staticmethod
     def check_set_presence(value: str | None) -> str | None:

@@ -134,7 +134,42 @@ async def test_group_lifecycle_with_matrix_nio(hs):
             await aio(c.close())
 
 
-@pytest.mark.skip(reason="TODO(issue 5, /sync): invites seen in sync, receipts and typing "
-                         "through matrix-nio once /sync lands")
-def test_group_lifecycle_sync_hook():
-    """TODO hook: extend test_group_lifecycle_with_matrix_nio with client.sync() once issue 5 lands."""
+@pytest_twisted.ensureDeferred
+async def test_group_sync_with_matrix_nio(hs):
+    """Invites, messages, typing and receipts as nio's own sync loop sees them."""
+    owner, guest = [await nio_user(hs, n) for n in ("owner", "guest")]
+    try:
+        first = await aio(guest.sync(timeout=0))
+        assert isinstance(first, nio.SyncResponse), first
+        created = await aio(owner.room_create(name="Family", invite=[guest.user_id]))
+        room = created.room_id
+        # the invite arrives through sync, with the room's name in the stripped state
+        resp = await aio(guest.sync(timeout=10_000, since=first.next_batch))
+        assert isinstance(resp, nio.SyncResponse), resp
+        assert room in resp.rooms.invite
+        assert guest.invited_rooms[room].name == "Family"
+        assert isinstance(await aio(guest.join(room)), nio.JoinResponse)
+        resp = await aio(guest.sync(timeout=10_000, since=resp.next_batch))
+        assert room in resp.rooms.join
+        await aio(owner.sync(timeout=0))
+
+        # a message, then typing, then a read receipt: each seen by the other's sync
+        sent = await text(owner, room, "welcome")
+        resp = await aio(guest.sync(timeout=10_000, since=resp.next_batch))
+        bodies = [e.body for e in resp.rooms.join[room].timeline.events if isinstance(e, nio.RoomMessageText)]
+        assert bodies == ["welcome"]
+        assert isinstance(await aio(owner.room_typing(room, True, timeout=20_000)), nio.RoomTypingResponse)
+        resp = await aio(guest.sync(timeout=10_000, since=resp.next_batch))
+        typing = [e for e in resp.rooms.join[room].ephemeral if isinstance(e, nio.TypingNoticeEvent)]
+        assert typing and typing[-1].users == [owner.user_id]
+        assert guest.rooms[room].typing_users == [owner.user_id]
+        receipt = await aio(guest.room_read_markers(room, sent.event_id, sent.event_id))
+        assert isinstance(receipt, nio.RoomReadMarkersResponse), receipt
+        owner_resp = await aio(owner.sync(timeout=10_000, since=owner.next_batch))
+        receipts = [r for e in owner_resp.rooms.join[room].ephemeral if isinstance(e, nio.ReceiptEvent)
+                    for r in e.receipts]
+        assert any(r.event_id == sent.event_id and r.user_id == guest.user_id and r.receipt_type == "m.read"
+                   for r in receipts)
+    finally:
+        for c in (owner, guest):
+            await aio(c.close())

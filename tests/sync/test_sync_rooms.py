@@ -195,3 +195,19 @@ async def test_typing_receipts_and_unread_counts(hs):
     b4 = await _sync(bob, b3["next_batch"])
     ad = b4["rooms"]["join"][room]["account_data"]["events"]
     assert {"type": "m.fully_read", "content": {"event_id": e3["event_id"]}} in ad
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_lists_changed_and_left(hs):
+    alice, bob = await users(hs, "alice", "bob")
+    room = await create(alice, preset="public_chat")
+    a0 = await _sync(alice)
+    assert (await bob.post(f"{V3}/rooms/{room}/join", {}))[0] == 200
+    a1 = await _sync(alice, a0["next_batch"])
+    assert bob.user_id in a1["device_lists"]["changed"]  # started sharing a room
+    await hs.device_lists.on_device_change(bob.user_id)  # the accounts/keys hook
+    a2 = await _sync(alice, a1["next_batch"])
+    assert a2["device_lists"] == {"changed": [bob.user_id], "left": []}
+    assert (await bob.post(f"{V3}/rooms/{room}/leave", {}))[0] == 200
+    a3 = await _sync(alice, a2["next_batch"])
+    assert a3["device_lists"]["left"] == [bob.user_id]

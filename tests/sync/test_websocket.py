@@ -6,6 +6,7 @@ import json
 
 import aiohttp
 import pytest_twisted
+from twisted.internet import defer
 
 from support import Client, aio, base_url
 
@@ -118,7 +119,94 @@ async def test_to_device_pushed_to_socket(hs):
 
 
 async def _send(alice, bob):
-    from twisted.internet import defer
     await defer.Deferred.asFuture(defer.ensureDeferred(alice.put(
         f"{V3}/sendToDevice/m.x/t1", {"messages": {bob.user_id: {bob.device_id: {"hi": 1}}}})),
         asyncio.get_event_loop())
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_messages_over_socket_and_resume_without_loss_or_repeat(hs):
+    from room_helpers import create, send
+    alice, bob = await _user(hs, "alice"), await _user(hs, "bob")
+    room = await create(alice)
+    assert (await alice.post(f"{V3}/rooms/{room}/invite", {"user_id": bob.user_id}))[0] == 200
+    assert (await bob.post(f"{V3}/rooms/{room}/join", {}))[0] == 200
+
+    def bodies(frame):
+        events = frame["body"].get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {}).get("events", [])
+        return [e["content"]["body"] for e in events if e["type"] == "m.room.message"]
+
+    async def first_session():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(_ws_url(hs, access_token=bob.token)) as ws:
+                await _receive(ws, "sync")
+                # bob sends over the socket: no HTTP round trip
+                await ws.send_str(json.dumps({
+                    "type": "request", "id": "s1", "method": "PUT",
+                    "path": f"{V3}/rooms/{room}/send/m.room.message/ws1",
+                    "body": {"msgtype": "m.text", "body": "from the socket"}}))
+                seen, response = [], None
+                while "from the socket" not in seen or response is None:
+                    frame = await _receive(ws)
+                    if frame["type"] == "response":
+                        response = frame
+                    else:
+                        seen += bodies(frame)
+                assert response["status"] == 200 and response["body"]["event_id"].startswith("$")
+                await ws.send_str(json.dumps({"type": "request", "id": "t", "method": "PUT",
+                                              "path": f"{V3}/rooms/{room}/typing/{bob.user_id}",
+                                              "body": {"typing": True, "timeout": 5000}}))
+                while True:
+                    frame = await _receive(ws)
+                    if frame["type"] == "sync" and any(
+                            e["type"] == "m.typing" and e["content"]["user_ids"] == [bob.user_id]
+                            for e in frame["body"].get("rooms", {}).get("join", {}).get(room, {})
+                                              .get("ephemeral", {}).get("events", [])):
+                        return frame["body"]["next_batch"]
+
+    last = await aio(first_session())
+    for i in range(3):
+        await send(alice, room, f"offline {i}")
+
+    async def resume():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(_ws_url(hs, since=last, access_token=bob.token)) as ws:
+                got = []
+                while len(got) < 4:
+                    frame = await _receive(ws, "sync")
+                    got += bodies(frame)
+                    if len(got) == 3:
+                        await defer.Deferred.asFuture(defer.ensureDeferred(send(alice, room, "live")),
+                                                      asyncio.get_event_loop())
+                return got
+
+    assert await aio(resume()) == ["offline 0", "offline 1", "offline 2", "live"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_reader_is_closed_with_4008(tmp_path, database_url):
+    import support
+    hs = await support.start_homeserver(support.make_config(
+        tmp_path, database_url, sync={"websocket": {"max_buffer_size": 2048}}))
+    try:
+        alice = await _user(hs, "alice")
+        big = f"{V3}/user/{alice.user_id}/account_data/org.big"
+        assert (await alice.put(big, {"x": "a" * 1500}))[0] == 200
+
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(_ws_url(hs, access_token=alice.token)) as ws:
+                    await _receive(ws, "sync")
+                    # Make the server believe the peer stopped reading (TCP back-pressure).
+                    for sock in hs.websocket.connections:
+                        sock.pauseProducing()
+                    for i in range(4):  # answers pile up past the 2 KiB bound
+                        await ws.send_str(json.dumps({"type": "request", "id": i, "method": "GET", "path": big}))
+                    while True:
+                        msg = await asyncio.wait_for(ws.receive(), 10)
+                        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                            return ws.close_code
+
+        assert await aio(scenario()) == 4008
+    finally:
+        await hs.stop()
