@@ -192,6 +192,7 @@ class HomeServer:
         self.state_store.load_ids()
         lowest = self.db.run_blocking(lambda txn: txn.scalar("SELECT MIN(stream_ordering) FROM events"))
         self.persister.set_backfill_start(int(lowest or 0))
+        self.event_store.load_recent_txn_ids(self.clock.time_msec())
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
