@@ -317,6 +317,7 @@ class HomeServer:
         self.state_store.load_ids()
         lowest = self.db.run_blocking(lambda txn: txn.scalar("SELECT MIN(stream_ordering) FROM events"))
         self.persister.set_backfill_start(int(lowest or 0))
+        self.event_store.load_recent_txn_ids(self.clock.time_msec())
 
     async def _start_streams(self) -> None:
         """Load stream positions into the notifier (after migrations, before listening)."""

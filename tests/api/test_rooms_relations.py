@@ -161,6 +161,11 @@ async def test_aliases_directory_and_summary(hs):
     status, summary = await carol.get(f"{V1}/room_summary/{alias}")
     assert status == 200 and summary["room_id"] == room and summary["membership"] == "join"
     assert summary["room_version"] == "10" and summary["num_joined_members"] == 2
+    from support import Client
+    status, anon = await Client(hs).get(f"{V1}/room_summary/{room}")
+    assert status == 200 and anon["room_id"] == room and "membership" not in anon
+    status, anon = await Client(hs).get(f"{V3}/publicRooms")
+    assert status == 200 and len(anon["chunk"]) == 2
     private = await create(alice)
     status, err = await carol.get(f"{V1}/room_summary/{private}")
     assert status == 404

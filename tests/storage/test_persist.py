@@ -168,3 +168,24 @@ def test_tokens_round_trip():
     for bad in ("", "x1", "t1", "t-1-2", "s1_2_3_4_5_6_7_8", "s01", "t1-x", "s" + "9" * 30):
         with pytest.raises(MatrixError):
             RoomPaginationToken.parse(bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_batch_fails_callers_and_room_recovers(hs):
+    await users(hs, "alice")
+    room = await make_room(hs)
+    original = hs.persister._txn
+
+    def boom(*a, **kw):
+        raise RuntimeError("disk full")
+    hs.persister._txn = boom
+    import pytest
+    with pytest.raises(RuntimeError):
+        await hs.event_sender.send("@alice:test.local", room, "m.room.message", {"msgtype": "m.text", "body": "x"})
+    hs.persister._txn = original
+    # the room reloads from the database and carries on from what is durable
+    eid = await hs.event_sender.send("@alice:test.local", room, "m.room.message", {"msgtype": "m.text", "body": "y"})
+    stored = await hs.event_store.get_event(eid)
+    durable = await hs.event_store.get_forward_extremities(room)
+    assert durable == [eid] and len(stored.event.prev_event_ids) == 1
+    assert await hs.event_store.get_event(stored.event.prev_event_ids[0]) is not None
