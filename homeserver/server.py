@@ -26,6 +26,7 @@ from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
+from homeserver.api.client.push import PushServlets
 from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.receipts import ReceiptServlets
@@ -52,6 +53,7 @@ from homeserver.api.client.rooms import RoomServlets
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.create import RoomCreator
 from homeserver.rooms.directory import Directory
+from homeserver.rooms.format import client_event
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.membership import MembershipService, RemoteMembership
 from homeserver.rooms.persist import Persister
@@ -61,7 +63,13 @@ from homeserver.rooms.send import EventSender
 from homeserver.rooms.state_cache import StateCache
 from homeserver.rooms.stream import EventStream
 from homeserver.rooms.visibility import Visibility
+from homeserver.push.config import PushConfig
+from homeserver.push.notifications import NotificationService
+from homeserver.push.pushers import PusherPool, make_post_json
+from homeserver.push.room_view import StateCacheRoomView
+from homeserver.push.rule_service import PushRuleService
 from homeserver.storage.database import Database, StreamIdGenerator, apply_migrations
+from homeserver.storage.push import PushStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
@@ -91,7 +99,6 @@ from homeserver.sync.room_source import RoomFeed, StoredRoomSource
 from homeserver.sync.service import SyncService
 from homeserver.sync.to_device import ToDeviceService
 from homeserver.sync.typing import TypingService
-from homeserver.sync.unread import DefaultUnreadCounter
 from homeserver.sync.user_rooms import UserRooms
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
@@ -192,6 +199,21 @@ class HomeServer:
                                            threads.deferToThread, self.media_config.max_upload_size)
                               if self.media_config.url_preview.enabled else None)
 
+        # push: rules, unread counts, pushers
+        push_config = PushConfig.parse(config.section("push"))
+        self.push_store = PushStore(self.db)
+        self.push_rules = PushRuleService(self.push_store)
+        self.push_rooms = StateCacheRoomView(self.room_states, self.server_name)
+        self.notifications = NotificationService(
+            self.push_store, self.push_rules, self.push_rooms, self.clock,
+            is_local=lambda user_id: user_id.endswith(":" + self.server_name),
+            flush_delay_s=push_config.flush_delay_s)
+        self.pushers = PusherPool(self.push_store, self.notifications, self.push_rooms, self.clock,
+                                  make_post_json(reactor, push_config.pushers.request_timeout_s),
+                                  push_config.pushers)
+        self.notifications.position_of = self._event_position
+        self.notifications.fetch_events = self._client_events
+
         # realtime: streams, notifier, /sync builder (see docs/sync.md)
         self.sync_config = SyncConfig.parse(config.section("sync"))
         self.member_index = MembershipIndex()
@@ -214,8 +236,8 @@ class HomeServer:
         # Deleted devices change the user's device list (new devices: keys upload announces them).
         self.accounts.on_devices_deleted.append(
             lambda user_id, _device_ids: self.device_lists.on_device_change(user_id))
-        self.unread = DefaultUnreadCounter(self.db, self.clock, self.recent_events,
-                                           self.member_index.joined_members)
+        # the push module's counts, from each member's push rules (homeserver/push/notifications.py)
+        self.unread = self.notifications
         self.receipts.listeners.append(
             lambda room_id, user_id, _type, event_id: self.unread.on_receipt(room_id, user_id, event_id))
         self.room_source = StoredRoomSource(self.db, self.event_store, self.state_store, self.room_states,
@@ -232,6 +254,8 @@ class HomeServer:
             presence=self.presence, to_device=self.to_device, device_lists=self.device_lists,
             unread=self.unread)
         self.sync = SyncService(self.sync_builder, self.notifier, self.presence, self.filter_store, self.clock)
+        self.push_rules.on_change = lambda user_id, content: self.account_data.put(
+            user_id, None, "m.push_rules", content, internal=True)
 
         # HTTP
         rl = config.rate_limiting
@@ -248,6 +272,7 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
+        self.push_servlets = PushServlets(self.push_rules, self.notifications, self.pushers, self.clock)
         self.sync_servlets = SyncServlets(self.sync, self.filter_store)
         self.admin_registration = AdminRegisterServlets(self.accounts, self.profiles,
                                                         config.registration_shared_secret, self.clock)
@@ -267,7 +292,7 @@ class HomeServer:
                          ReceiptServlets(self.receipts, self.account_data, self.member_index),
                          TypingServlets(self.typing), PresenceServlets(self.presence, self.member_index),
                          AccountDataServlets(self.account_data), TagServlets(self.account_data),
-                         ToDeviceServlets(self.to_device)):
+                         ToDeviceServlets(self.to_device), self.push_servlets):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
@@ -292,14 +317,26 @@ class HomeServer:
         await threads.deferToThread(apply_migrations, self.db)
         await threads.deferToThread(self._load_positions)
         self.media.start()
+        await self.push_rules.load()
+        await self.notifications.load()
         await self._start_streams()
         await self.groups.start()
         self.invite_codes.start()
+        await self.pushers.start()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
                 self._ports.append(port)
                 logger.info("listening on http://%s:%d", listener.bind, port.getHost().port)
+
+    async def _event_position(self, room_id: str, event_id: str) -> int | None:
+        stored = await self.event_store.get_event(event_id, allow_outlier=False)
+        return stored.stream_ordering if stored is not None and stored.event.room_id == room_id else None
+
+    async def _client_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found = await self.event_store.get_events(event_ids, allow_outlier=False)
+        now = self.clock.time_msec()
+        return {eid: client_event(stored, now) for eid, stored in found.items()}
 
     def _load_positions(self) -> None:
         """Continue stream orderings and state group IDs after what is stored."""
@@ -309,6 +346,7 @@ class HomeServer:
         self.state_store.load_ids()
         lowest = self.db.run_blocking(lambda txn: txn.scalar("SELECT MIN(stream_ordering) FROM events"))
         self.persister.set_backfill_start(int(lowest or 0))
+        self.event_store.load_recent_txn_ids(self.clock.time_msec())
 
     async def _start_streams(self) -> None:
         """Load stream positions into the notifier (after migrations, before listening)."""
@@ -348,6 +386,7 @@ class HomeServer:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
+        await self.pushers.stop()
         await self.presence.stop()
         await self.unread.stop()
         await self.db.close()

@@ -1,1 +1,2 @@
-"""Push delivery: the WebSocket channel (and later push rules and pushers)."""
+"""Push: the WebSocket channel, push rules (data and a pure evaluator), unread counts,
+pushers to push gateways."""

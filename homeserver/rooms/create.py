@@ -19,7 +19,7 @@ from typing import Any
 
 from homeserver.api.errors import MatrixError
 from homeserver.core.events import Event
-from homeserver.core.ids import is_valid_user_id
+from homeserver.core.ids import is_valid_room_alias, is_valid_user_id
 from homeserver.core.room_versions import UnsupportedRoomVersion, get_room_version
 from homeserver.rooms.membership import MembershipService, stripped_state
 from homeserver.rooms.persist import EventContext
@@ -104,6 +104,8 @@ class RoomCreator:
                     or len(req.room_alias_name) > 200:
                 raise MatrixError(400, "M_INVALID_PARAM", "Invalid room_alias_name")
             alias = f"#{req.room_alias_name}:{self.server_name}"
+            if not is_valid_room_alias(alias):
+                raise MatrixError(400, "M_INVALID_PARAM", "Invalid room_alias_name")
             if await self.rooms.get_alias(alias) is not None:
                 raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
 

@@ -134,7 +134,7 @@ class Directory:
             chunk = published_chunk(room)
             if search:
                 term = search.lower()
-                hay = " ".join(str(chunk.get(k, "")) for k in ("name", "topic", "canonical_alias", "room_id")).lower()
+                hay = " ".join(str(chunk.get(k, "")) for k in ("name", "topic", "canonical_alias")).lower()
                 if term not in hay:
                     continue
             chunks.append(chunk)

@@ -301,6 +301,8 @@ class Persister:
         for item, row in zip(items, rows):
             stored = StoredEvent(item.ctx.event, row.stream_ordering, item.ctx.event.depth, item.ctx.outlier)
             self._events.cache_persisted(stored)
+            if item.ctx.txn_key is not None:
+                self._events.remember_txn_id(room.room_id, item.ctx.txn_key, stored.event_id, row.inserted_ts)
             stored_list.append(stored)
         # Events named by resolved state that we don't hold in memory yet.
         wanted = {e for _, d in plan.per_event if d for e in d.values()

@@ -6,8 +6,9 @@ and auth against the in-memory tip, see :mod:`homeserver.rooms.builder`) →
 :meth:`homeserver.storage.events.EventStore.persist_txn` → the stream.
 
 Transaction IDs make client sends idempotent: the same ``(room, user,
-device, txn_id)`` always yields the same event ID, also while the first
-request is still in flight.
+device, txn_id)`` yields the same event ID, also while the first request is
+still in flight, for an hour (``storage.events.TXN_ID_WINDOW_MS``; the IDs
+of that window are loaded at start-up, so a send does no database read).
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ class EventSender:
         # Registered before the lookup, so a duplicate arriving meanwhile waits too.
         self._inflight[key] = []
         try:
-            event_id = await self.events.get_txn_event_id(room_id, *txn_key)
+            event_id = self.events.get_txn_event_id(room_id, *txn_key)
             if event_id is None:
                 event_id = (await self._send(sender, room_id, event_type, content, state_key, redacts,
                                              txn_key)).event_id

@@ -24,6 +24,10 @@ from homeserver.util import json as jsonutil
 #: How many events the in-memory cache keeps.
 EVENT_CACHE_SIZE = 50_000
 
+#: How long a client transaction ID is remembered (the spec lets servers expire
+#: them; clients retry within seconds or minutes). Synapse keeps 30 minutes.
+TXN_ID_WINDOW_MS = 60 * 60 * 1000
+
 #: Relation types stored in ``event_relations`` (m.in_reply_to is not a relation).
 RELATION_TYPES = ("m.annotation", "m.reference", "m.replace", "m.thread")
 
@@ -98,6 +102,8 @@ class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._cache: OrderedDict[str, StoredEvent] = OrderedDict()
+        # (room_id, user_id, device_id, txn_id) -> (event_id, inserted_ms), oldest first
+        self._txn_ids: OrderedDict[tuple[str, str, str, str], tuple[str, int]] = OrderedDict()
 
     # --- writes (inside the persister's transaction) -------------------------
 
@@ -297,10 +303,27 @@ class EventStore:
         ids.reverse()
         return await self.get_events_as_list(ids)
 
-    async def get_txn_event_id(self, room_id: str, user_id: str, device_id: str, txn_id: str) -> str | None:
-        return await self.db.run(lambda txn: txn.scalar(
-            "SELECT event_id FROM event_txn_ids WHERE room_id = ? AND user_id = ? AND device_id = ?"
-            " AND txn_id = ?", (room_id, user_id, device_id, txn_id)))
+    def load_recent_txn_ids(self, now_ms: int) -> None:
+        """Remember the transaction IDs of the last window (at start-up, blocking)."""
+        rows = self.db.run_blocking(lambda txn: txn.query(
+            "SELECT room_id, user_id, device_id, txn_id, event_id, inserted_ts FROM event_txn_ids"
+            " WHERE inserted_ts > ? ORDER BY inserted_ts", (now_ms - TXN_ID_WINDOW_MS,)))
+        for room_id, user_id, device_id, txn_id, event_id, ts in rows:
+            self._txn_ids[(room_id, user_id, device_id, txn_id)] = (event_id, int(ts))
+
+    def remember_txn_id(self, room_id: str, txn_key: tuple[str, str, str], event_id: str, now_ms: int) -> None:
+        """Called by the persister after commit."""
+        self._txn_ids[(room_id, *txn_key)] = (event_id, now_ms)
+        while self._txn_ids:
+            oldest = next(iter(self._txn_ids.values()))
+            if oldest[1] > now_ms - TXN_ID_WINDOW_MS:
+                break
+            self._txn_ids.popitem(last=False)
+
+    def get_txn_event_id(self, room_id: str, user_id: str, device_id: str, txn_id: str) -> str | None:
+        """The event a client transaction ID produced within the window (memory only, no I/O)."""
+        hit = self._txn_ids.get((room_id, user_id, device_id, txn_id))
+        return hit[0] if hit is not None else None
 
     async def get_forward_extremities(self, room_id: str) -> list[str]:
         return await self.db.run(lambda txn: [r[0] for r in txn.query(
