@@ -19,6 +19,9 @@ from signedjson.key import generate_signing_key, read_signing_keys, write_signin
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IListeningPort
 
+from appservice.api import AppserviceApi
+from appservice.client import LOGIN_TYPE, AppserviceClientApi
+from appservice.config import AppserviceConfig
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.register import RegisterServlets
@@ -70,6 +73,8 @@ class HomeServer:
         self.clock = clock or Clock(reactor)
         self.server_name = config.server_name
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
+        # Registrations are validated before anything opens: a bad file stops start-up with one line.
+        self.appservices = AppserviceConfig.parse(config).load(self.server_name)
 
         # storage
         self.db = Database(config.database.url, reactor, config.database.pool_size)
@@ -94,12 +99,28 @@ class HomeServer:
                                              config.enable_registration)
         for servlets in (self.versions, self.login, self.registration, AccountServlets()):
             servlets.register(self.router)
+        self._wire_appservices()
         if self.metrics is not None:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
 
         self._ports: list[IListeningPort] = []
         self._stopping = False
+
+    def _wire_appservices(self) -> None:
+        """Application services plug in through the hooks of auth, accounts, login and register."""
+        self.appservice_api = AppserviceApi(self.reactor, self.clock)
+        self.appservice_client = AppserviceClientApi(self.appservices, self.users, self.accounts,
+                                                     self.appservice_api)
+        self.appservice_client.register_routes(self.router)
+        if not self.appservices:
+            return
+        self.auth.resolvers.append(self.appservice_client.resolve_token)
+        self.accounts.exclusive_checks.append(self.appservice_client.check_user_id)
+        self.login.flows.append({"type": LOGIN_TYPE})
+        self.login.extra_types[LOGIN_TYPE] = self.appservice_client.login
+        self.login.rate_limit_exempt.add(LOGIN_TYPE)
+        self.registration.extra_types[LOGIN_TYPE] = self.appservice_client.register
 
     @property
     def ports(self) -> list[int]:
@@ -110,6 +131,7 @@ class HomeServer:
         """Open the database, apply migrations and start listening."""
         self.db.start()
         await threads.deferToThread(apply_migrations, self.db)
+        await self.appservice_client.ensure_senders()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
@@ -129,4 +151,5 @@ class HomeServer:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
+        await self.appservice_api.close()
         await self.db.close()

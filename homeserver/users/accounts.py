@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from homeserver.api.errors import MatrixError
 from homeserver.storage.users import UserStore, hash_token
@@ -59,14 +60,20 @@ class AccountService:
     async def register(self, localpart: str | None, password: str | None, *, admin: bool = False,
                        appservice_id: str | None = None, device_id: str | None = None,
                        device_display_name: str | None = None, inhibit_login: bool = False,
-                       ip: str | None = None) -> Session | str:
+                       ip: str | None = None, appservice: Any = None) -> Session | str:
         """Create an account (and, unless ``inhibit_login``, a device and token).
+
+        Args:
+            appservice: The application service registering the user (its
+                namespace checks apply, and the user is marked as its own).
 
         Returns a :class:`Session`, or only the user ID when ``inhibit_login``.
         """
         if localpart is None:
             localpart = await self._generate_localpart()
-        user_id = self.check_username(localpart)
+        user_id = self.check_username(localpart, appservice)
+        if appservice is not None:
+            appservice_id = appservice_id or appservice.id
         if await self._users.find_user_case_insensitive(user_id):
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
         password_hash = await self._hasher.hash(password) if password else None

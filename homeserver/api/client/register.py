@@ -18,6 +18,10 @@ class RegisterServlets:
         self._uia = uia
         self._limiter = limiter
         self.enable_registration = enable_registration
+        #: Registration types answered without UIA, by ``body["type"]``:
+        #: ``async (body, request) -> response``. Application services add
+        #: ``m.login.application_service``; the handler does its own auth and limits.
+        self.extra_types: dict[str, Any] = {}
 
     def register(self, router: Router) -> None:
         router.add_client("POST", "/register", self.post_register, auth="none")
@@ -29,6 +33,9 @@ class RegisterServlets:
     async def post_register(self, request: ApiRequest) -> dict[str, Any]:
         """POST /_matrix/client/v3/register — create an account (m.login.dummy stage)."""
         body = request.json()
+        extra = self.extra_types.get(body.get("type")) if isinstance(body.get("type"), str) else None
+        if extra is not None:
+            return await extra(body, request)
         kind = request.query("kind", "user")
         if kind != "user":
             raise MatrixError(403, "M_FORBIDDEN", "Guest access is disabled")
