@@ -30,7 +30,24 @@ from homeserver.api.http import HttpSite, Router
 from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
-from homeserver.storage.database import Database, apply_migrations
+from homeserver.api.client.directory import DirectoryServlets
+from homeserver.api.client.rooms import RoomServlets
+from homeserver.rooms.builder import EventBuilder
+from homeserver.rooms.create import RoomCreator
+from homeserver.rooms.directory import Directory
+from homeserver.rooms.history import RoomHistory
+from homeserver.rooms.membership import MembershipService, RemoteMembership
+from homeserver.rooms.persist import Persister
+from homeserver.rooms.redact import Redactor
+from homeserver.rooms.relations import Relations
+from homeserver.rooms.send import EventSender
+from homeserver.rooms.state_cache import StateCache
+from homeserver.rooms.stream import EventStream
+from homeserver.rooms.visibility import Visibility
+from homeserver.storage.database import Database, StreamIdGenerator, apply_migrations
+from homeserver.storage.events import EventStore
+from homeserver.storage.rooms import RoomStore
+from homeserver.storage.state import StateStore
 from homeserver.storage.users import UserStore
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
@@ -79,12 +96,37 @@ class HomeServer:
         # storage
         self.db = Database(config.database.url, reactor, config.database.pool_size)
         self.users = UserStore(self.db)
+        self.event_store = EventStore(self.db)
+        self.state_store = StateStore(self.db)
+        self.room_store = RoomStore(self.db)
+        #: Global event stream positions; loaded from the database in start().
+        self.event_stream_ids = StreamIdGenerator(0)
 
         # users
         self.auth = Authenticator(self.users, self.clock)
         self.hasher = PasswordHasher(config.bcrypt_rounds)
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
+
+        # rooms: in-memory state, the persister and the event stream
+        self.event_stream = EventStream()
+        self.room_states = StateCache(self.room_store, self.event_store, self.state_store)
+        self.persister = Persister(self.db, self.event_store, self.state_store, self.room_store,
+                                   self.room_states, self.event_stream, self.event_stream_ids, self.clock)
+        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock)
+        self.event_sender = EventSender(self.event_builder, self.room_states, self.persister, self.event_store)
+        #: Federation plugs remote joins/invites/knocks in here (None: federation off).
+        self.remote_membership: RemoteMembership | None = None
+        self.membership = MembershipService(self.server_name, self.event_sender, self.state_store,
+                                            self.room_store, self.users, self.remote_membership)
+        self.room_creator = RoomCreator(self.server_name, config.default_room_version, self.event_sender,
+                                        self.membership, self.room_store, self.clock)
+        self.redactor = Redactor(self.event_sender)
+        self.visibility = Visibility(self.event_store, self.state_store)
+        self.relations = Relations(self.event_store)
+        self.room_history = RoomHistory(self.room_states, self.event_store, self.state_store, self.visibility,
+                                        self.relations, self.clock)
+        self.directory = Directory(self.server_name, self.room_store, self.room_states, self.membership)
 
         # HTTP
         rl = config.rate_limiting
@@ -97,7 +139,11 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets()):
+        self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
+                                          self.room_history, self.message_limiter)
+        self.directory_servlets = DirectoryServlets(self.directory, self.users)
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
+                         self.directory_servlets):
             servlets.register(self.router)
         self._wire_appservices()
         if self.metrics is not None:
@@ -131,12 +177,20 @@ class HomeServer:
         """Open the database, apply migrations and start listening."""
         self.db.start()
         await threads.deferToThread(apply_migrations, self.db)
+        await threads.deferToThread(self._load_positions)
         await self.appservice_client.ensure_senders()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
                 self._ports.append(port)
                 logger.info("listening on http://%s:%d", listener.bind, port.getHost().port)
+
+    def _load_positions(self) -> None:
+        """Continue stream orderings and state group IDs after what is stored."""
+        loaded = StreamIdGenerator.load(self.db, "events", "stream_ordering")
+        self.event_stream_ids.__init__(loaded.current())  # type: ignore[misc]  # same object, wired already
+        self.event_stream.reset(loaded.current())
+        self.state_store.load_ids()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
