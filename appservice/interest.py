@@ -65,3 +65,28 @@ class Interest:
     def forget_room(self, room_id: str) -> None:
         for s in self.services:
             self._has_member.pop((s.id, room_id), None)
+
+
+class AliasIndex:
+    """Room → local aliases, kept in memory for the aliases some service's namespace covers."""
+
+    def __init__(self, services: Sequence[ApplicationService]) -> None:
+        self._services = [s for s in services if s.aliases]
+        self._by_room: dict[str, set[str]] = {}
+        self._room_of: dict[str, str] = {}
+
+    def load(self, pairs: Iterable[tuple[str, str]]) -> None:
+        for alias, room_id in pairs:
+            self.on_alias(alias, room_id)
+
+    def on_alias(self, alias: str, room_id: str | None) -> None:
+        """Directory listener: ``alias`` now points at ``room_id`` (None: deleted)."""
+        old = self._room_of.pop(alias, None)
+        if old is not None:
+            self._by_room.get(old, set()).discard(alias)
+        if room_id is not None and any(s.is_interested_in_alias(alias) for s in self._services):
+            self._room_of[alias] = room_id
+            self._by_room.setdefault(room_id, set()).add(alias)
+
+    def aliases_of(self, room_id: str) -> Iterable[str]:
+        return self._by_room.get(room_id, ())

@@ -22,6 +22,11 @@ from twisted.internet.interfaces import IListeningPort
 from appservice.api import AppserviceApi
 from appservice.client import LOGIN_TYPE, AppserviceClientApi
 from appservice.config import AppserviceConfig
+from appservice.interest import AliasIndex, Interest
+from appservice.queries import AppserviceQueries
+from appservice.scheduler import AppserviceScheduler
+from appservice.source import ClientFormatter, DatabaseCatchUp
+from appservice.store import AppserviceStore
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.register import RegisterServlets
@@ -154,19 +159,35 @@ class HomeServer:
         self._stopping = False
 
     def _wire_appservices(self) -> None:
-        """Application services plug in through the hooks of auth, accounts, login and register."""
+        """Application services plug in through hooks: auth, accounts, login, register, aliases,
+        membership, and the event stream (see docs/appservices.md)."""
+        services = self.appservices
         self.appservice_api = AppserviceApi(self.reactor, self.clock)
-        self.appservice_client = AppserviceClientApi(self.appservices, self.users, self.accounts,
-                                                     self.appservice_api)
+        self.appservice_client = AppserviceClientApi(services, self.users, self.accounts, self.appservice_api)
         self.appservice_client.register_routes(self.router)
-        if not self.appservices:
+        self.appservice_aliases = AliasIndex(services)
+        self.appservice_scheduler = AppserviceScheduler(
+            services, AppserviceStore(self.db), self.appservice_api, self.clock,
+            Interest(services, self.appservice_aliases.aliases_of), ClientFormatter(self.clock),
+            DatabaseCatchUp(self.event_store, self.room_states))
+        if not services:
             return
-        self.auth.resolvers.append(self.appservice_client.resolve_token)
-        self.accounts.exclusive_checks.append(self.appservice_client.check_user_id)
+        client = self.appservice_client
+        self.auth.resolvers.append(client.resolve_token)
+        self.accounts.exclusive_checks.append(client.check_user_id)
         self.login.flows.append({"type": LOGIN_TYPE})
-        self.login.extra_types[LOGIN_TYPE] = self.appservice_client.login
+        self.login.extra_types[LOGIN_TYPE] = client.login
         self.login.rate_limit_exempt.add(LOGIN_TYPE)
-        self.registration.extra_types[LOGIN_TYPE] = self.appservice_client.register
+        self.registration.extra_types[LOGIN_TYPE] = client.register
+        for owner in (self.directory, self.room_creator):
+            owner.alias_checks.append(client.check_alias)
+            owner.alias_listeners.append(self.appservice_aliases.on_alias)
+        queries = AppserviceQueries(services, self.appservice_api, self.users, self.server_name)
+        self.membership.alias_queries.append(queries.query_alias)
+        self.membership.user_queries.append(queries.query_user)
+        self.appservice_queries = queries
+        client.ping_listeners.append(self.appservice_scheduler.retry_now)
+        self.event_stream.subscribe(self.appservice_scheduler.on_events)
 
     @property
     def ports(self) -> list[int]:
@@ -179,6 +200,9 @@ class HomeServer:
         await threads.deferToThread(apply_migrations, self.db)
         await threads.deferToThread(self._load_positions)
         await self.appservice_client.ensure_senders()
+        if self.appservices:
+            self.appservice_aliases.load(await self.room_store.all_aliases())
+            await self.appservice_scheduler.start(self.event_stream.current_position())
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
@@ -205,5 +229,6 @@ class HomeServer:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
+        await self.appservice_scheduler.stop()
         await self.appservice_api.close()
         await self.db.close()

@@ -50,6 +50,7 @@ class FakeAppservice(resource.Resource):
             self.in_flight -= 1
         if status is None:
             request.transport.abortConnection()
+            self._check_waiters()
             return
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
@@ -88,11 +89,13 @@ class FakeAppservice(resource.Resource):
 
     def wait_for(self, predicate: Callable[[], bool]) -> defer.Deferred[None]:
         """Fires once ``predicate()`` holds after a request (no timed sleeps)."""
+        from twisted.internet import reactor
         d: defer.Deferred[None] = defer.Deferred()
         if predicate():
             d.callback(None)
         else:
             self._waiters.append((predicate, d))
+            d.addTimeout(30, reactor)  # a safety net against a hung test, not a timing assertion
         return d
 
     def _check_waiters(self) -> None:
