@@ -62,6 +62,14 @@ class Interest:
                 return True
         return any(s.is_interested_in_alias(a) for a in self._aliases_of(room_id))
 
+    def is_interested_in_room(self, s: ApplicationService, room_id: str, joined: Iterable[str]) -> bool:
+        """Interest in a room as such (for typing and receipts): room ID, alias or a joined user."""
+        if s.rooms and s.is_interested_in_room_id(room_id):
+            return True
+        if s.aliases and any(s.is_interested_in_alias(a) for a in self._aliases_of(room_id)):
+            return True
+        return self._member_in_namespace(s, room_id, joined)
+
     def forget_room(self, room_id: str) -> None:
         for s in self.services:
             self._has_member.pop((s.id, room_id), None)

@@ -26,7 +26,7 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from twisted.internet import defer
 
@@ -164,8 +164,27 @@ class AppserviceScheduler:
                 d = defer.Deferred.fromCoroutine(self._store.set_position(q.service.id, q.seen))
                 d.addErrback(lambda f: logger.warning("appservice position save failed: %s", f.value))
 
-    def on_ephemeral(self, edu: dict[str, Any], services: Sequence[ApplicationService]) -> None:
-        """Queue an ephemeral event (``m.typing``/``m.receipt`` with ``room_id``, ``m.presence``)."""
+    def on_room_ephemeral(self, room_id: str, edu: dict[str, Any], joined: Iterable[str]) -> None:
+        """An ``m.typing`` or ``m.receipt`` event of a room, for services interested in the room.
+
+        The sync services call this (typing ``outbound`` hook, receipt ``listeners``); ``room_id``
+        is added to the event as the spec requires.
+        """
+        edu = {**edu, "room_id": room_id}
+        members = list(joined)
+        for s in self.services:
+            if self.interest.is_interested_in_room(s, room_id, members):
+                one = _without_foreign_private_receipts(edu, s) if edu.get("type") == "m.receipt" else edu
+                if one is not None:
+                    self._queue_ephemeral(one, [s])
+
+    def on_presence(self, user_id: str, edu: dict[str, Any], co_members: Iterable[str]) -> None:
+        """An ``m.presence`` event, for services interested in the user or sharing a room with them."""
+        members = list(co_members)
+        self._queue_ephemeral(edu, [s for s in self.services if s.is_interested_in_user(user_id)
+                                    or any(s.is_interested_in_user(u) for u in members)])
+
+    def _queue_ephemeral(self, edu: dict[str, Any], services: Sequence[ApplicationService]) -> None:
         for s in services:
             q = self._queues.get(s.id)
             if q is None or not s.receive_ephemeral:
@@ -222,6 +241,8 @@ class AppserviceScheduler:
                 q.failures = 0
                 return
             except PushError as e:
+                if self._stopping:  # our own cancellation, seen through the HTTP client
+                    raise defer.CancelledError() from None
                 q.failures += 1
                 delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (q.failures - 1))
                 logger.info("appservice %s: transaction %d failed (%s); retrying in %.1fs",
@@ -271,3 +292,24 @@ class AppserviceScheduler:
         q.position = upto
         q.stored.append(txn)
         return txn
+
+
+def _without_foreign_private_receipts(edu: dict[str, Any], s: ApplicationService) -> dict[str, Any] | None:
+    """The receipt event minus ``m.read.private`` receipts of users outside the service's namespaces
+    (spec "Pushing ephemeral data"); None when nothing is left."""
+    content = edu.get("content")
+    if not isinstance(content, dict):
+        return edu
+    out: dict[str, Any] = {}
+    for event_id, by_type in content.items():
+        if not isinstance(by_type, dict):
+            continue
+        kept = {}
+        for rtype, users in by_type.items():
+            if rtype == "m.read.private" and isinstance(users, dict):
+                users = {u: v for u, v in users.items() if s.is_interested_in_user(u)}
+            if users:
+                kept[rtype] = users
+        if kept:
+            out[event_id] = kept
+    return {**edu, "content": out} if out else None
