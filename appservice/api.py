@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import treq
 from twisted.internet import defer, error as twisted_error
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.iweb import IAgent
 
 from homeserver.api.errors import MatrixError
 from homeserver.util.clock import Clock
@@ -41,7 +42,7 @@ class AppserviceApi:
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 4
         self._pool.retryAutomatically = False
-        self._http = treq.client.HTTPClient(Agent(reactor, pool=self._pool))
+        self._http = treq.client.HTTPClient(cast(IAgent, Agent(reactor, pool=self._pool)))
         self.push_timeout_s = push_timeout_s
         self.query_timeout_s = query_timeout_s
         self.ping_timeout_s = ping_timeout_s
@@ -52,7 +53,8 @@ class AppserviceApi:
     async def _request(self, service: ApplicationService, method: str, path: str, body: bytes | None,
                        timeout_s: float) -> tuple[int, bytes]:
         assert service.url is not None
-        headers = {"Authorization": [f"Bearer {service.hs_token}"], "Content-Type": ["application/json"]}
+        headers: dict[bytes | str, list[bytes | str]] = {
+            "Authorization": [f"Bearer {service.hs_token}"], "Content-Type": ["application/json"]}
         resp = await self._http.request(method, service.url + path, data=body, headers=headers,
                                         timeout=timeout_s)
         content = await resp.content()

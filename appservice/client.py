@@ -172,6 +172,7 @@ class AppserviceClientApi:
         target = self._by_id.get(request.path_params["appservice_id"])
         if service is None or target is not service:
             raise MatrixError(403, "M_FORBIDDEN", "This access token does not belong to that application service")
+        assert isinstance(service, ApplicationService)
         duration_ms = await self._api.ping(service, txn_id)
         for listener in self.ping_listeners:
             listener(service)

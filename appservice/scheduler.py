@@ -248,7 +248,7 @@ class AppserviceScheduler:
                 logger.info("appservice %s: transaction %d failed (%s); retrying in %.1fs",
                             q.service.id, txn.txn_id, e, delay)
             q.wake = defer.Deferred()
-            call = self._clock.call_later(delay, lambda w=q.wake: w.called or w.callback(None))
+            call: Any = self._clock.call_later(delay, lambda w=q.wake: w.called or w.callback(None))
             try:
                 await q.wake
             finally:
@@ -278,7 +278,7 @@ class AppserviceScheduler:
                 upto = max(upto, q.seen)
         if not events and not q.ephemeral:
             return None
-        ephemeral = []
+        ephemeral: list[dict[str, Any]] = []
         while q.ephemeral and len(ephemeral) < self.batch_size:
             ephemeral.append(q.ephemeral.popleft())
         body: dict[str, Any] = {"events": events}

@@ -33,7 +33,8 @@ class RegisterServlets:
     async def post_register(self, request: ApiRequest) -> dict[str, Any]:
         """POST /_matrix/client/v3/register — create an account (m.login.dummy stage)."""
         body = request.json()
-        extra = self.extra_types.get(body.get("type")) if isinstance(body.get("type"), str) else None
+        body_type = body.get("type")
+        extra = self.extra_types.get(body_type) if isinstance(body_type, str) else None
         if extra is not None:
             return await extra(body, request)
         kind = request.query("kind", "user")
