@@ -23,6 +23,7 @@ setup(
         "pyyaml>=6.0",
         "bcrypt>=4.0",
         "prometheus-client>=0.17",
+        "Pillow>=10.0",
     ],
     extras_require={
         # psycopg2-binary ships the psycopg2 module prebuilt: no libpq headers or compiler needed.

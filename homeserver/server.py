@@ -28,7 +28,9 @@ from appservice.scheduler import AppserviceScheduler
 from appservice.source import ClientFormatter, DatabaseCatchUp
 from appservice.store import AppserviceStore
 from homeserver.api.client.account import AccountServlets
+from homeserver.api.admin.media import AdminMediaServlets
 from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
@@ -53,6 +55,11 @@ from homeserver.storage.database import Database, StreamIdGenerator, apply_migra
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
+from homeserver.media.config import MediaConfig
+from homeserver.media.preview import UrlPreviewer
+from homeserver.media.service import MediaService
+from homeserver.media.storage import LocalFileStorage
+from homeserver.storage.media import MediaStore
 from homeserver.storage.users import UserStore
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
@@ -132,6 +139,15 @@ class HomeServer:
         self.room_history = RoomHistory(self.room_states, self.event_store, self.state_store, self.visibility,
                                         self.relations, self.clock)
         self.directory = Directory(self.server_name, self.room_store, self.room_states, self.membership)
+        # media (remote_fetcher is set by federation wiring when it exists)
+        self.media_config = MediaConfig.parse(config.section("media"), config.data_dir)
+        self.media_store = MediaStore(self.db)
+        self.media = MediaService(self.server_name, self.media_config, self.media_store,
+                                  LocalFileStorage(self.media_config.store_path), self.clock,
+                                  remote_fetcher=None)
+        self.url_previewer = (UrlPreviewer(self.media_config.url_preview, self.media, self.clock,
+                                           threads.deferToThread, self.media_config.max_upload_size)
+                              if self.media_config.url_preview.enabled else None)
 
         # HTTP
         rl = config.rate_limiting
@@ -147,13 +163,17 @@ class HomeServer:
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
+        self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
+                                            self.url_previewer)
         for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
-                         self.directory_servlets):
+                         self.directory_servlets, self.media_servlets,
+                         AdminMediaServlets(self.media, self.users)):
             servlets.register(self.router)
         self._wire_appservices()
         if self.metrics is not None:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
+        self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
 
         self._ports: list[IListeningPort] = []
         self._stopping = False
@@ -199,6 +219,7 @@ class HomeServer:
         self.db.start()
         await threads.deferToThread(apply_migrations, self.db)
         await threads.deferToThread(self._load_positions)
+        self.media.start()
         await self.appservice_client.ensure_senders()
         if self.appservices:
             self.appservice_aliases.load(await self.room_store.all_aliases())
@@ -221,6 +242,7 @@ class HomeServer:
         if self._stopping:
             return
         self._stopping = True
+        self.media.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
         drain = defer.Deferred.fromCoroutine(self.site.drain())

@@ -281,8 +281,12 @@ class RoomHistory:
         out = {}
         for uid in sorted(room.joined):
             c = room.state[("m.room.member", uid)].content
-            out[uid] = {"display_name": c.get("displayname") if isinstance(c.get("displayname"), str) else None,
-                        "avatar_url": c.get("avatar_url") if isinstance(c.get("avatar_url"), str) else None}
+            entry = {}
+            if isinstance(c.get("displayname"), str):
+                entry["display_name"] = c["displayname"]
+            if isinstance(c.get("avatar_url"), str) and c["avatar_url"].startswith("mxc://"):
+                entry["avatar_url"] = c["avatar_url"]
+            out[uid] = entry
         return {"joined": out}
 
     async def joined_rooms(self, user_id: str) -> list[str]:
