@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import treq
 from twisted.internet import defer, error as twisted_error
@@ -95,6 +95,19 @@ class AppserviceApi:
     async def query_alias(self, service: ApplicationService, alias: str) -> bool:
         """GET /rooms/{roomAlias}: True when the service says it created the room and alias."""
         return await self._query(service, f"{APP_PREFIX}/rooms/{quote(alias, safe='')}")
+
+    async def get_json(self, service: ApplicationService, path: str, query: dict[str, str] | None = None) -> Any:
+        """GET a JSON document from the service (third-party lookups); None on any failure."""
+        if service.url is None:
+            return None
+        suffix = ("?" + urlencode(query)) if query else ""
+        try:
+            code, content = await self._request(service, "GET", f"{APP_PREFIX}{path}{suffix}", None,
+                                                self.query_timeout_s)
+            return json.loads(content) if code == 200 else None
+        except Exception as e:
+            logger.warning("GET %s on %s failed: %s", path, service.id, e)
+            return None
 
     async def ping(self, service: ApplicationService, transaction_id: str | None) -> int:
         """POST /ping; returns the round trip in milliseconds.

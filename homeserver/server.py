@@ -27,6 +27,7 @@ from appservice.queries import AppserviceQueries
 from appservice.scheduler import AppserviceScheduler
 from appservice.source import ClientFormatter, DatabaseCatchUp
 from appservice.store import AppserviceStore
+from appservice.thirdparty import ThirdPartyServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
 from homeserver.api.client.login import LoginServlets
@@ -185,6 +186,7 @@ class HomeServer:
         self.appservice_api = AppserviceApi(self.reactor, self.clock)
         self.appservice_client = AppserviceClientApi(services, self.users, self.accounts, self.appservice_api)
         self.appservice_client.register_routes(self.router)
+        ThirdPartyServlets(services, self.appservice_api).register(self.router)
         self.appservice_aliases = AliasIndex(services)
         self.appservice_scheduler = AppserviceScheduler(
             services, AppserviceStore(self.db), self.appservice_api, self.clock,

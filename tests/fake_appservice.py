@@ -29,6 +29,9 @@ class FakeAppservice(resource.Resource):
         self.delay: defer.Deferred[None] | None = None
         self._waiters: list[tuple[Callable[[], bool], defer.Deferred[None]]] = []
         self.port: Any = None
+        #: Third-party answers by path after /thirdparty/ (e.g. "protocol/wechat"), and the queries seen.
+        self.thirdparty: dict[str, Any] = {}
+        self.thirdparty_queries: list[tuple[str, dict[str, str]]] = []
 
     @property
     def url(self) -> str:
@@ -80,6 +83,11 @@ class FakeAppservice(resource.Resource):
             from urllib.parse import unquote
             ok = self.alias_query is not None and await self.alias_query(unquote(path.rsplit("/", 1)[1]))
             return (200, {}) if ok else (404, {"errcode": "M_NOT_FOUND"})
+        if path.startswith("/_matrix/app/v1/thirdparty/"):
+            key = path[len("/_matrix/app/v1/thirdparty/"):]
+            args = {k.decode(): v[-1].decode() for k, v in request.args.items()}
+            self.thirdparty_queries.append((key, args))
+            return (200, self.thirdparty[key]) if key in self.thirdparty else (404, {"errcode": "M_NOT_FOUND"})
         if path == "/_matrix/app/v1/ping":
             return (self.status, {} if self.status == 200 else {"errcode": "M_UNKNOWN_TOKEN"})
         return 404, {"errcode": "M_UNRECOGNIZED"}

@@ -96,6 +96,7 @@ async def test_login_as_service_user(as_hs, bridge):
 
 
 PING = "/_matrix/client/v1/appservice/wechat/ping"
+C3 = "/_matrix/client/v3"
 
 
 @pytest_twisted.ensureDeferred
@@ -163,3 +164,40 @@ def test_rate_limit_exemption():
     limiter.check(puppet.user_id, puppet)
     with pytest.raises(MatrixError):
         limiter.check(puppet.user_id, puppet)
+
+
+@pytest_twisted.ensureDeferred
+async def test_thirdparty_lookups(tmp_path, database_url, fake_as):
+    path = tmp_path / "tp.yaml"
+    path.write_text(yaml.safe_dump(registration(fake_as.url, protocols=["wechat"])))
+    hs = await support.start_homeserver(support.make_config(tmp_path, database_url,
+                                                            app_service_config_files=[str(path)]))
+    try:
+        fake_as.thirdparty = {
+            "protocol/wechat": {"user_fields": ["wxid"], "location_fields": ["group"], "icon": "mxc://x/y",
+                                "field_types": {}, "instances": [{"desc": "WeChat", "fields": {},
+                                                                  "network_id": "wx"}]},
+            "location/wechat": [{"alias": "#wechat_g1:test.local", "protocol": "wechat", "fields": {"group": "g1"}}],
+            "user": [{"userid": "@wechat_a:test.local", "protocol": "wechat", "fields": {"wxid": "a"}}],
+        }
+        c = support.Client(hs)
+        await c.register("tp")
+        status, body = await c.get(C3 + "/thirdparty/protocols")
+        assert status == 200 and body["wechat"]["instances"][0]["instance_id"] == "wechat|wx"
+        status, body = await c.get(C3 + "/thirdparty/protocol/wechat")
+        assert body["user_fields"] == ["wxid"]
+        status, body = await c.get(C3 + "/thirdparty/protocol/irc")
+        assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+        status, body = await c.get(C3 + "/thirdparty/location/wechat", params={"group": "g1"})
+        assert status == 200 and body[0]["alias"] == "#wechat_g1:test.local"
+        assert ("location/wechat", {"group": "g1"}) in fake_as.thirdparty_queries
+        status, body = await c.get(C3 + "/thirdparty/user/wechat", params={"wxid": "zz"})
+        assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+        status, body = await c.get(C3 + "/thirdparty/user", params={"userid": "@wechat_a:test.local"})
+        assert status == 200 and body[0]["fields"] == {"wxid": "a"}
+        status, body = await c.get(C3 + "/thirdparty/user")
+        assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+        for _, p, auth in fake_as.requests:
+            assert auth == "Bearer hs-token-wechat"
+    finally:
+        await hs.stop()
