@@ -188,10 +188,11 @@ class HomeServer:
         self.appservice_client.register_routes(self.router)
         ThirdPartyServlets(services, self.appservice_api).register(self.router)
         self.appservice_aliases = AliasIndex(services)
+        interest = Interest(services, self.appservice_aliases.aliases_of)
+        self.appservice_aliases.listeners.append(interest.forget_room)
         self.appservice_scheduler = AppserviceScheduler(
-            services, AppserviceStore(self.db), self.appservice_api, self.clock,
-            Interest(services, self.appservice_aliases.aliases_of), ClientFormatter(self.clock),
-            DatabaseCatchUp(self.event_store, self.room_states))
+            services, AppserviceStore(self.db), self.appservice_api, self.clock, interest,
+            ClientFormatter(self.clock), DatabaseCatchUp(self.event_store, self.room_states))
         if not services:
             return
         client = self.appservice_client
