@@ -74,7 +74,7 @@ class Interest:
     def _room(self, room_id: str, joined: Iterable[str]) -> tuple[ApplicationService, ...]:
         hit = self._by_room.get(room_id)
         if hit is None:
-            members = set()
+            members: set[ApplicationService] = set()
             for user_id in joined:
                 members.update(self._users(user_id))
             aliases = list(self._aliases_of(room_id))
