@@ -52,18 +52,16 @@ class AppserviceClientApi:
 
     # exclusivity ------------------------------------------------------------
 
-    def check_user_id(self, user_id: str, appservice: Any = None) -> None:
-        """``AccountService.exclusive_checks`` hook: may ``appservice`` (None: a human) own ``user_id``?
+    def check_user_id(self, user_id: str, appservice: Any = None) -> bool:
+        """``AccountService.exclusive_checks`` hook: True when ``user_id`` is reserved by a service
+        other than ``appservice`` (None: a human), so registration answers ``M_EXCLUSIVE``.
 
         Raises:
-            MatrixError: 400 ``M_EXCLUSIVE``.
+            MatrixError: 400 ``M_EXCLUSIVE`` when a service registers outside its own namespaces.
         """
-        if isinstance(appservice, ApplicationService):
-            if not appservice.is_interested_in_user(user_id):
-                raise MatrixError(400, "M_EXCLUSIVE", f"{user_id} is outside the application service's namespaces")
-        for s in self.services:
-            if s is not appservice and s.is_exclusive_user(user_id):
-                raise exclusive_error(user_id)
+        if isinstance(appservice, ApplicationService) and not appservice.is_interested_in_user(user_id):
+            raise MatrixError(400, "M_EXCLUSIVE", f"{user_id} is outside the application service's namespaces")
+        return any(s is not appservice and s.is_exclusive_user(user_id) for s in self.services)
 
     def check_alias(self, alias: str, appservice: Any = None) -> None:
         """May ``appservice`` (None: a human) create or delete ``alias``?

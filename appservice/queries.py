@@ -7,7 +7,7 @@ lookups of the same ID share one query.
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from twisted.internet import defer
 
@@ -78,7 +78,3 @@ class AppserviceQueries:
             return False
         await self._shared("@" + user_id, run)
 
-    async def user_exists(self, user_id: str) -> Any:
-        """For profile lookups: query, then return the user record (None if still unknown)."""
-        await self.query_user(user_id)
-        return await self._users.get_user(user_id)

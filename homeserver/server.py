@@ -28,10 +28,13 @@ from appservice.scheduler import AppserviceScheduler
 from appservice.source import ClientFormatter, DatabaseCatchUp
 from appservice.store import AppserviceStore
 from appservice.thirdparty import ThirdPartyServlets
+from homeserver.api.admin.register import AdminRegisterServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
+from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
+from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
@@ -65,6 +68,7 @@ from homeserver.storage.users import UserStore
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
 from homeserver.users.passwords import PasswordHasher
+from homeserver.users.profiles import ProfileService
 from homeserver.users.uia import UiaManager
 from homeserver.util.clock import Clock
 from homeserver.util.ids import random_string
@@ -120,6 +124,8 @@ class HomeServer:
         self.hasher = PasswordHasher(config.bcrypt_rounds)
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
+        #: profile changes; rooms append to ``profiles.on_profile_change``
+        self.profiles = ProfileService(self.server_name, self.users)
 
         # rooms: in-memory state, the persister and the event stream
         self.event_stream = EventStream()
@@ -161,12 +167,16 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
+        self.admin_registration = AdminRegisterServlets(self.accounts, self.profiles,
+                                                        config.registration_shared_secret, self.clock)
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
         self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
                                             self.url_previewer)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(self.accounts, self.uia),
+                         DeviceServlets(self.accounts, self.uia), ProfileServlets(self.profiles),
+                         self.admin_registration, self.room_servlets,
                          self.directory_servlets, self.media_servlets,
                          AdminMediaServlets(self.media, self.users)):
             servlets.register(self.router)
@@ -208,6 +218,7 @@ class HomeServer:
         queries = AppserviceQueries(services, self.appservice_api, self.users, self.server_name)
         self.membership.alias_queries.append(queries.query_alias)
         self.membership.user_queries.append(queries.query_user)
+        self.profiles.user_queries.append(queries.query_user)
         self.appservice_queries = queries
         client.ping_listeners.append(self.appservice_scheduler.retry_now)
         self.event_stream.subscribe(self.appservice_scheduler.on_events)
@@ -245,6 +256,7 @@ class HomeServer:
         if self._stopping:
             return
         self._stopping = True
+        logger.info("stopping: closing listeners, %d request(s) in flight", self.site.in_flight)
         self.media.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
@@ -257,3 +269,4 @@ class HomeServer:
         await self.appservice_scheduler.stop()
         await self.appservice_api.close()
         await self.db.close()
+        logger.info("stopped: requests drained, database closed")

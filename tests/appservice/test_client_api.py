@@ -159,11 +159,11 @@ def test_rate_limit_exemption():
     puppet = Requester("@wechat_a:test.local", None, "t", appservice=service)
     free_puppet = Requester("@wechat_a:test.local", None, "t", appservice=free)
     for _ in range(3):
-        limiter.check(sender.user_id, sender)          # the sender is never limited
-        limiter.check(free_puppet.user_id, free_puppet)  # rate_limited: false
-    limiter.check(puppet.user_id, puppet)
+        limiter.check(sender.user_id, requester=sender)            # the sender is never limited
+        limiter.check(free_puppet.user_id, requester=free_puppet)  # rate_limited: false
+    limiter.check(puppet.user_id, requester=puppet)
     with pytest.raises(MatrixError):
-        limiter.check(puppet.user_id, puppet)
+        limiter.check(puppet.user_id, requester=puppet)
 
 
 @pytest_twisted.ensureDeferred

@@ -185,3 +185,18 @@ async def test_user_query_on_invite(as_hs, bridge, fake_as):
     status, who = await bridge.get(C + "/account/whoami", params={"user_id": "@wechat_new:test.local"})
     assert who["user_id"] == "@wechat_new:test.local"
     assert any(p == "/_matrix/app/v1/users/%40wechat_new%3Atest.local" for _, p, _ in fake_as.requests)
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_query_on_profile_lookup(as_hs, bridge, fake_as):
+    async def create(user_id: str) -> bool:
+        await puppet(bridge, user_id[1:].split(":")[0])
+        return True
+    fake_as.user_query = create
+    human = support.Client(as_hs)
+    await human.register("gina")
+    status, body = await human.get(f"{C}/profile/{quote('@wechat_prof:test.local')}")
+    assert status == 200 and body == {"displayname": "wechat_prof"}
+    fake_as.user_query = None
+    status, body = await human.get(f"{C}/profile/{quote('@wechat_ghost:test.local')}")
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")

@@ -230,7 +230,7 @@ class RoomServlets:
         room_id, etype, txn_key = _room_id(request), _event_type(request), _txn_key(request)
         content = request.json()
         if self.limiter is not None:
-            self.limiter.check(request.requester.user_id, request.requester)
+            self.limiter.check(request.requester.user_id, requester=request.requester)
         event_id = await self.sender.send(request.requester.user_id, room_id, etype, content, txn_key=txn_key,
                                           origin_server_ts=_appservice_ts(request))
         return {"event_id": event_id}
