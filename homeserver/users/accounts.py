@@ -203,6 +203,10 @@ class AccountService:
     async def get_device(self, user_id: str, device_id: str) -> Device | None:
         return await self._users.get_device(user_id, device_id)
 
+    async def create_device(self, user_id: str, device_id: str, display_name: str | None) -> None:
+        """A device without an access token (application services manage their users' devices)."""
+        await self._users.upsert_device(user_id, device_id, display_name, self._clock.time_msec())
+
     async def set_device_display_name(self, user_id: str, device_id: str, name: str | None) -> bool:
         return await self._users.set_device_display_name(user_id, device_id, name)
 

@@ -201,3 +201,19 @@ async def test_thirdparty_lookups(tmp_path, database_url, fake_as):
             assert auth == "Bearer hs-token-wechat"
     finally:
         await hs.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_service_manages_devices(as_hs, bridge):
+    await as_register(bridge, "wechat_dev", inhibit_login=True)
+    me = {"user_id": "@wechat_dev:test.local"}
+    status, body = await bridge.put(C3 + "/devices/BRIDGEDEV", {"display_name": "WeChat"}, params=me)
+    assert (status, body) == (201, {})
+    status, body = await bridge.put(C3 + "/devices/BRIDGEDEV", {"display_name": "WeChat 2"}, params=me)
+    assert (status, body) == (200, {})
+    status, body = await bridge.get(WHOAMI, params={**me, "device_id": "BRIDGEDEV"})
+    assert body["device_id"] == "BRIDGEDEV"
+    status, body = await bridge.request("DELETE", C3 + "/devices/BRIDGEDEV", body={}, params=me)  # no UIA
+    assert status == 200, body
+    status, body = await bridge.get(WHOAMI, params={**me, "device_id": "BRIDGEDEV"})
+    assert (status, body["errcode"]) == (400, "M_UNKNOWN_DEVICE")
