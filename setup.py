@@ -23,6 +23,10 @@ setup(
         "pyyaml>=6.0",
         "bcrypt>=4.0",
         "prometheus-client>=0.17",
+        # federation: TLS listener and client, self-signed certificates for tests
+        "cryptography>=41.0",
+        "pyopenssl>=23.2",
+        "service-identity>=23.1",
     ],
     extras_require={
         # psycopg2-binary ships the psycopg2 module prebuilt: no libpq headers or compiler needed.

@@ -19,6 +19,17 @@ from signedjson.key import generate_signing_key, read_signing_keys, write_signin
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IListeningPort
 
+from federation.config import FederationConfig
+from federation.discovery import ServerResolver, srv_lookup_with_twisted_names
+from federation.inbound import EduRegistry, TransactionHandler
+from federation.keys import KeyServlets, Keyring, OwnKeys
+from federation.sender import FederationSender
+from federation.storage import DestinationStore, KeyStore, OutboxStore, TransactionStore
+from federation.tls import ensure_self_signed, server_context_factory
+from federation.transport.auth import RequestVerifier
+from federation.transport.client import Connector, FederationClient, WellKnownFetcher
+from federation.transport.server import FederationRoutes, FederationSite, TransactionServlets
+from homeserver import __version__
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.register import RegisterServlets
@@ -98,8 +109,50 @@ class HomeServer:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
 
+        self._build_federation()
         self._ports: list[IListeningPort] = []
         self._stopping = False
+
+    def _build_federation(self) -> None:
+        """Federation: keys, discovery, signed client, inbound transactions, sender.
+
+        The federation listener has its own router and site (server-server
+        and key endpoints only). ``self.federation_edus`` is where other
+        services register EDU handlers; ``self.federation_sender`` sends.
+        """
+        config, clock = self.config, self.clock
+        fed = self.federation_config = FederationConfig.parse(config.section("federation"))
+        if fed.insecure:
+            logger.warning("federation.insecure is on: self-signed certificates and private/loopback "
+                           "destinations are accepted. Use this only for tests and local development.")
+        self.federation_connector = Connector(self.reactor, fed.insecure)
+        self.server_resolver = ServerResolver(clock, WellKnownFetcher(self.reactor, self.federation_connector),
+                                              srv_lookup_with_twisted_names)
+        self.federation_client = FederationClient(self.reactor, self.server_name, self.signing_key,
+                                                  self.server_resolver, self.federation_connector)
+        self.own_keys = OwnKeys(self.server_name, self.signing_key, fed.old_verify_keys, clock,
+                                fed.key_validity_ms)
+        self.keyring = Keyring(self.own_keys, KeyStore(self.db), self.federation_client, clock,
+                               fed.trusted_key_servers)
+        self.federation_sender = FederationSender(self.server_name, self.federation_client,
+                                                  OutboxStore(self.db), DestinationStore(self.db), clock)
+        self.federation_edus = EduRegistry()
+        self.federation_transactions = TransactionHandler(
+            TransactionStore(self.db), clock, self.keyring.get_verify_key, self.federation_edus)
+        self.federation_router = Router(None)
+        verifier = RequestVerifier(self.server_name, self.keyring.get_verify_key)
+        self.federation_routes = FederationRoutes(self.federation_router, verifier, self.federation_sender.wake)
+        KeyServlets(self.own_keys, self.keyring, clock).register(self.federation_router)
+        TransactionServlets(self.federation_transactions, __version__).register(
+            self.federation_routes, self.federation_router)
+        self.federation_site = FederationSite(self.federation_router, fed.max_transaction_size, self.metrics,
+                                        config.access_log)
+        self._federation_port: IListeningPort | None = None
+
+    @property
+    def federation_port(self) -> int | None:
+        """The TCP port of the federation TLS listener, when it runs."""
+        return self._federation_port.getHost().port if self._federation_port is not None else None
 
     @property
     def ports(self) -> list[int]:
@@ -115,18 +168,35 @@ class HomeServer:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
                 self._ports.append(port)
                 logger.info("listening on http://%s:%d", listener.bind, port.getHost().port)
+            fed = self.federation_config
+            if fed.enabled:
+                cert = fed.tls_certificate_path or os.path.join(self.config.data_dir, "federation.crt")
+                key = fed.tls_private_key_path or os.path.join(self.config.data_dir, "federation.key")
+                if fed.tls_certificate_path is None:
+                    host = self.server_name.rsplit(":", 1)[0] if not self.server_name.endswith("]") else self.server_name
+                    await threads.deferToThread(ensure_self_signed, cert, key, host.strip("[]"))
+                self._federation_port = self.reactor.listenSSL(
+                    fed.port, self.federation_site, server_context_factory(cert, key), interface=fed.bind)
+                logger.info("federation listening on https://%s:%d", fed.bind, self.federation_port)
+        await self.federation_sender.start()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
         if self._stopping:
             return
         self._stopping = True
-        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
+        self.federation_sender.stop()
+        ports = self._ports + ([self._federation_port] if self._federation_port is not None else [])
+        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
         self._ports.clear()
-        drain = defer.Deferred.fromCoroutine(self.site.drain())
+        self._federation_port = None
+        drain = defer.gatherResults([defer.Deferred.fromCoroutine(self.site.drain()),
+                                     defer.Deferred.fromCoroutine(self.federation_site.drain())])
         drain.addTimeout(SHUTDOWN_GRACE_S, self.reactor)
         try:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
+        self.federation_site.close_connections()
+        await self.federation_client.close()
         await self.db.close()

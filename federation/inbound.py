@@ -1,0 +1,309 @@
+"""Receiving from other servers: transactions, EDUs, and the checks on each PDU.
+
+The checks are server-server-api.md "Checks performed on receipt of a PDU",
+in order, each delegated to the pure core:
+
+1. format (``core.events.check_event_format``), else dropped;
+2. signatures (``core.signing.verify_event_signatures`` with keys the
+   keyring prefetched), else dropped;
+3. content hash (``core.events.check_content_hash``), else the event is
+   processed and stored *redacted*;
+4. auth against its own auth events, else rejected;
+5. auth against the state before it, else rejected;
+6. auth against the room's current state, else soft-failed (stored, but
+   neither shown to clients nor forwarded).
+
+Storage and state are behind :class:`RoomEventSource` so this module knows
+no tables: the rooms layer implements it.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Protocol
+
+from signedjson.key import VerifyKey
+from twisted.internet import defer
+
+from federation.storage import TransactionStore
+from homeserver.core.auth import AuthError, StateKey, check_auth, check_state_independent_auth, state_map
+from homeserver.core.events import Event, EventFormatError, check_content_hash, check_event_format, redact_pdu
+from homeserver.core.ids import InvalidIdError, get_domain_from_id
+from homeserver.core.room_versions import RoomVersion
+from homeserver.core.signing import SignatureError, required_signature_servers, verify_event_signatures
+from homeserver.util.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+MAX_PDUS_PER_TXN = 50
+MAX_EDUS_PER_TXN = 100
+#: Received transaction answers are kept this long for replays.
+TXN_RETENTION_MS = 24 * 3600 * 1000
+
+EduHandler = Callable[[str, Any], Awaitable[None]]
+GetKey = Callable[[str, str, int], Awaitable["VerifyKey | None"]]
+
+
+class RoomEventSource(Protocol):
+    """What the PDU checks need from the rooms layer (implemented there)."""
+
+    async def room_version(self, room_id: str) -> RoomVersion | None:
+        """The room's version, or None when this server does not take part in the room."""
+
+    async def get_events(self, event_ids: list[str]) -> dict[str, Event]:
+        """The events among ``event_ids`` that are stored (rejected ones carry rejected_reason)."""
+
+    async def state_before(self, room_id: str, prev_event_ids: list[str]) -> dict[StateKey, Event] | None:
+        """The state before an event with these prev events (resolved), or None if a prev is unknown."""
+
+    async def current_state(self, room_id: str) -> dict[StateKey, Event]:
+        """The room's current state."""
+
+    async def persist_received(self, event: Event, state_before: Mapping[StateKey, Event],
+                               soft_failed: bool) -> None:
+        """Store a checked event (rejected ones with ``rejected_reason`` set) and publish it unless soft-failed."""
+
+
+class PduDropped(Exception):
+    """The PDU fails the format or signature checks: it is not stored at all."""
+
+
+@dataclass
+class CheckOutcome:
+    event: Event
+    state_before: dict[StateKey, Event]
+    rejected_reason: str | None = None
+    soft_failed: bool = False
+    redacted_for_bad_hash: bool = False
+
+
+async def verify_pdu_signatures(pdu: dict[str, Any], room_version: RoomVersion, get_key: GetKey) -> None:
+    """Step 2: prefetch the keys an event's signatures need, then let the core verify them.
+
+    For room versions that enforce key validity (v5+), a key must be valid
+    at the event's ``origin_server_ts``.
+    """
+    try:
+        servers = required_signature_servers(pdu, room_version)
+    except SignatureError as e:
+        raise PduDropped(e.reason) from None
+    sigs = pdu.get("signatures")
+    if not isinstance(sigs, dict):
+        raise PduDropped("event has no signatures")
+    ts = pdu.get("origin_server_ts") if room_version.enforce_key_validity else 0
+    keys: dict[tuple[str, str], VerifyKey] = {}
+    for server in servers:
+        server_sigs = sigs.get(server)
+        if not isinstance(server_sigs, dict):
+            continue
+        for kid in list(server_sigs)[:5]:
+            if isinstance(kid, str) and kid.startswith("ed25519:"):
+                vk = await get_key(server, kid, ts if isinstance(ts, int) else 0)
+                if vk is not None:
+                    keys[(server, kid)] = vk
+    try:
+        verify_event_signatures(pdu, room_version, lambda s, k: keys.get((s, k)))
+    except SignatureError as e:
+        raise PduDropped(e.reason) from None
+
+
+class PduChecker:
+    """Runs the six receipt checks on one PDU."""
+
+    def __init__(self, get_key: GetKey, rooms: RoomEventSource) -> None:
+        self._get_key = get_key
+        self._rooms = rooms
+
+    async def check(self, pdu: dict[str, Any], room_version: RoomVersion) -> CheckOutcome:
+        # 1. format
+        try:
+            check_event_format(pdu, room_version)
+            event = Event(pdu, room_version)
+        except (EventFormatError, KeyError, TypeError, ValueError) as e:
+            raise PduDropped(f"bad format: {e}") from None
+        # 2. signatures
+        await verify_pdu_signatures(pdu, room_version, self._get_key)
+        # 3. content hash: a mismatch means the sender's server altered the content.
+        redacted = False
+        if not check_content_hash(pdu):
+            event = Event(redact_pdu(pdu, room_version), room_version, event.event_id)
+            redacted = True
+        # 4. auth events
+        auth_events = await self._rooms.get_events(event.auth_event_ids)
+        create = None
+        if room_version.room_id_from_create_event:
+            create_id = "$" + event.room_id[1:] if event.room_id else ""
+            create = (await self._rooms.get_events([create_id])).get(create_id)
+        outcome = CheckOutcome(event, {}, redacted_for_bad_hash=redacted)
+        try:
+            check_state_independent_auth(event, auth_events, create)
+            cited = state_map(auth_events.values())
+            if create is not None:
+                cited[("m.room.create", "")] = create
+            check_auth(event, cited)
+        except AuthError as e:
+            return self._rejected(outcome, f"auth events: {e.reason}")
+        # 5. state before the event
+        before = await self._rooms.state_before(event.room_id, event.prev_event_ids)
+        if before is None:
+            raise PduDropped("prev events are unknown (gap filling is not done here)")
+        outcome.state_before = before
+        try:
+            check_auth(event, before)
+        except AuthError as e:
+            return self._rejected(outcome, f"state before: {e.reason}")
+        # 6. current state
+        current = await self._rooms.current_state(event.room_id)
+        try:
+            check_auth(event, current)
+        except AuthError as e:
+            logger.info("soft-failing %s: %s", event.event_id, e.reason)
+            outcome.soft_failed = True
+        return outcome
+
+    @staticmethod
+    def _rejected(outcome: CheckOutcome, reason: str) -> CheckOutcome:
+        e = outcome.event
+        outcome.event = Event(e.pdu, e.room_version, e.event_id, rejected_reason=reason)
+        outcome.rejected_reason = reason
+        logger.info("rejecting %s: %s", e.event_id, reason)
+        return outcome
+
+
+class EduRegistry:
+    """EDU type → handler. Unhandled types are logged and ignored."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, EduHandler] = {}
+
+    def register_edu_handler(self, edu_type: str, fn: EduHandler) -> None:
+        """``fn(origin, content)`` runs for each EDU of ``edu_type`` received from ``origin``."""
+        if edu_type in self._handlers:
+            raise ValueError(f"an EDU handler for {edu_type} is already registered")
+        self._handlers[edu_type] = fn
+
+    async def dispatch(self, origin: str, edu_type: str, content: Any) -> None:
+        fn = self._handlers.get(edu_type)
+        if fn is None:
+            logger.debug("ignoring EDU %s from %s: no handler", edu_type, origin)
+            return
+        try:
+            await fn(origin, content)
+        except Exception:
+            logger.exception("EDU handler for %s failed on an EDU from %s", edu_type, origin)
+
+
+class _NoRooms:
+    """Used until the rooms layer is plugged in: this server takes part in no room."""
+
+    async def room_version(self, room_id: str) -> RoomVersion | None:
+        return None
+
+    async def get_events(self, event_ids: list[str]) -> dict[str, Event]:
+        return {}
+
+    async def state_before(self, room_id: str, prev_event_ids: list[str]) -> dict[StateKey, Event] | None:
+        return None
+
+    async def current_state(self, room_id: str) -> dict[StateKey, Event]:
+        return {}
+
+    async def persist_received(self, event: Event, state_before: Mapping[StateKey, Event],
+                               soft_failed: bool) -> None:
+        raise AssertionError("no room to persist into")
+
+
+class TransactionHandler:
+    """``PUT /send/{txnId}``: idempotent per (origin, txnId); PDUs by room in order, then EDUs."""
+
+    def __init__(self, store: TransactionStore, clock: Clock, get_key: GetKey, edus: EduRegistry,
+                 rooms: RoomEventSource | None = None) -> None:
+        self._store = store
+        self._clock = clock
+        self._get_key = get_key
+        self.edus = edus
+        self.rooms: RoomEventSource = rooms or _NoRooms()
+        self._in_flight: dict[tuple[str, str], defer.Deferred[dict[str, Any]]] = {}
+        self._room_locks: dict[str, defer.DeferredLock] = {}
+
+    async def on_transaction(self, origin: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The answer to a transaction; a replay (or a concurrent duplicate) gets the first answer."""
+        key = (origin, txn_id)
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            return await _shield(pending)
+        stored = await self._store.get_response(origin, txn_id)
+        if stored is not None:
+            return stored
+        d = defer.ensureDeferred(self._process(origin, txn_id, body))
+        self._in_flight[key] = d
+        try:
+            return await _shield(d)
+        finally:
+            self._in_flight.pop(key, None)
+
+    async def _process(self, origin: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        pdus = body.get("pdus") or []
+        edus = body.get("edus") or []
+        results: dict[str, dict[str, Any]] = {}
+        for pdu in pdus:
+            eid, error = await self._on_pdu(origin, pdu)
+            if eid is not None:
+                results[eid] = {"error": error} if error else {}
+        for edu in edus:
+            if isinstance(edu, dict) and isinstance(edu.get("edu_type"), str):
+                await self.edus.dispatch(origin, edu["edu_type"], edu.get("content"))
+        response = {"pdus": results}
+        await self._store.set_response(origin, txn_id, response, self._clock.time_msec())
+        return response
+
+    async def _on_pdu(self, origin: str, pdu: Any) -> tuple[str | None, str | None]:
+        if not isinstance(pdu, dict) or not isinstance(pdu.get("room_id"), str):
+            return None, None
+        room_id = pdu["room_id"]
+        rv = await self.rooms.room_version(room_id)
+        if rv is None:
+            return _pdu_label(pdu), "This server is not in the room"
+        try:
+            event_id = Event(pdu, rv).event_id
+        except Exception:
+            return _pdu_label(pdu), "Malformed event"
+        # Only events whose sender is on the origin server arrive this way (others come by backfill).
+        try:
+            if get_domain_from_id(pdu.get("sender", "")) != origin:
+                return event_id, "Sender is not on the origin server"
+        except InvalidIdError:
+            return event_id, "Invalid sender"
+        lock = self._room_locks.setdefault(room_id, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            if (await self.rooms.get_events([event_id])).get(event_id) is not None:
+                return event_id, None  # already have it
+            outcome = await PduChecker(self._get_key, self.rooms).check(pdu, rv)
+            await self.rooms.persist_received(outcome.event, outcome.state_before, outcome.soft_failed)
+            return event_id, outcome.rejected_reason
+        except PduDropped as e:
+            logger.info("dropping %s from %s: %s", event_id, origin, e)
+            return event_id, str(e)
+        except Exception:
+            logger.exception("handling %s from %s failed", event_id, origin)
+            return event_id, "Internal error handling the event"
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._room_locks.pop(room_id, None)
+
+    async def prune(self) -> None:
+        await self._store.prune(self._clock.time_msec() - TXN_RETENTION_MS)
+
+
+def _pdu_label(pdu: dict[str, Any]) -> str | None:
+    eid = pdu.get("event_id")
+    return eid if isinstance(eid, str) else None
+
+
+def _shield(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+    """A new Deferred with d's result, leaving d itself untouched for other waiters."""
+    out: defer.Deferred[Any] = defer.Deferred()
+    d.addBoth(lambda r: (out.callback(r) if not isinstance(r, defer.Failure) else out.errback(r), r)[1])
+    return out
