@@ -27,6 +27,7 @@ setup(
         "cryptography>=41.0",
         "pyopenssl>=23.2",
         "service-identity>=23.1",
+        "Pillow>=10.0",
     ],
     extras_require={
         # psycopg2-binary ships the psycopg2 module prebuilt: no libpq headers or compiler needed.

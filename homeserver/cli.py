@@ -95,6 +95,9 @@ def run(config_path: str) -> int:
 
     try:
         hs = HomeServer(config, reactor)
+    except ConfigError as e:  # extension sections (media, ...) are parsed by their services
+        print(e, file=sys.stderr)
+        return 1
     except (OSError, ValueError) as e:
         print(f"cannot start: {e}", file=sys.stderr)
         return 1

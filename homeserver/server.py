@@ -31,14 +31,38 @@ from federation.transport.client import Connector, FederationClient, WellKnownFe
 from federation.transport.server import FederationRoutes, FederationSite, TransactionServlets
 from homeserver import __version__
 from homeserver.api.client.account import AccountServlets
+from homeserver.api.admin.media import AdminMediaServlets
 from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
 from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
-from homeserver.storage.database import Database, apply_migrations
+from homeserver.api.client.directory import DirectoryServlets
+from homeserver.api.client.rooms import RoomServlets
+from homeserver.rooms.builder import EventBuilder
+from homeserver.rooms.create import RoomCreator
+from homeserver.rooms.directory import Directory
+from homeserver.rooms.history import RoomHistory
+from homeserver.rooms.membership import MembershipService, RemoteMembership
+from homeserver.rooms.persist import Persister
+from homeserver.rooms.redact import Redactor
+from homeserver.rooms.relations import Relations
+from homeserver.rooms.send import EventSender
+from homeserver.rooms.state_cache import StateCache
+from homeserver.rooms.stream import EventStream
+from homeserver.rooms.visibility import Visibility
+from homeserver.storage.database import Database, StreamIdGenerator, apply_migrations
+from homeserver.storage.events import EventStore
+from homeserver.storage.rooms import RoomStore
+from homeserver.storage.state import StateStore
+from homeserver.media.config import MediaConfig
+from homeserver.media.preview import UrlPreviewer
+from homeserver.media.service import MediaService
+from homeserver.media.storage import LocalFileStorage
+from homeserver.storage.media import MediaStore
 from homeserver.storage.users import UserStore
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
@@ -85,12 +109,46 @@ class HomeServer:
         # storage
         self.db = Database(config.database.url, reactor, config.database.pool_size)
         self.users = UserStore(self.db)
+        self.event_store = EventStore(self.db)
+        self.state_store = StateStore(self.db)
+        self.room_store = RoomStore(self.db)
+        #: Global event stream positions; loaded from the database in start().
+        self.event_stream_ids = StreamIdGenerator(0)
 
         # users
         self.auth = Authenticator(self.users, self.clock)
         self.hasher = PasswordHasher(config.bcrypt_rounds)
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
+
+        # rooms: in-memory state, the persister and the event stream
+        self.event_stream = EventStream()
+        self.room_states = StateCache(self.room_store, self.event_store, self.state_store)
+        self.persister = Persister(self.db, self.event_store, self.state_store, self.room_store,
+                                   self.room_states, self.event_stream, self.event_stream_ids, self.clock)
+        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock)
+        self.event_sender = EventSender(self.event_builder, self.room_states, self.persister, self.event_store)
+        #: Federation plugs remote joins/invites/knocks in here (None: federation off).
+        self.remote_membership: RemoteMembership | None = None
+        self.membership = MembershipService(self.server_name, self.event_sender, self.state_store,
+                                            self.room_store, self.users, self.remote_membership)
+        self.room_creator = RoomCreator(self.server_name, config.default_room_version, self.event_sender,
+                                        self.membership, self.room_store, self.clock)
+        self.redactor = Redactor(self.event_sender)
+        self.visibility = Visibility(self.event_store, self.state_store)
+        self.relations = Relations(self.event_store)
+        self.room_history = RoomHistory(self.room_states, self.event_store, self.state_store, self.visibility,
+                                        self.relations, self.clock)
+        self.directory = Directory(self.server_name, self.room_store, self.room_states, self.membership)
+        # media (remote_fetcher is set by federation wiring when it exists)
+        self.media_config = MediaConfig.parse(config.section("media"), config.data_dir)
+        self.media_store = MediaStore(self.db)
+        self.media = MediaService(self.server_name, self.media_config, self.media_store,
+                                  LocalFileStorage(self.media_config.store_path), self.clock,
+                                  remote_fetcher=None)
+        self.url_previewer = (UrlPreviewer(self.media_config.url_preview, self.media, self.clock,
+                                           threads.deferToThread, self.media_config.max_upload_size)
+                              if self.media_config.url_preview.enabled else None)
 
         # HTTP
         rl = config.rate_limiting
@@ -103,11 +161,19 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets()):
+        self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
+                                          self.room_history, self.message_limiter)
+        self.directory_servlets = DirectoryServlets(self.directory, self.users)
+        self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
+                                            self.url_previewer)
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
+                         self.directory_servlets, self.media_servlets,
+                         AdminMediaServlets(self.media, self.users)):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
+        self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
 
         self._build_federation()
         self._ports: list[IListeningPort] = []
@@ -163,6 +229,8 @@ class HomeServer:
         """Open the database, apply migrations and start listening."""
         self.db.start()
         await threads.deferToThread(apply_migrations, self.db)
+        await threads.deferToThread(self._load_positions)
+        self.media.start()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
@@ -180,6 +248,13 @@ class HomeServer:
                 logger.info("federation listening on https://%s:%d", fed.bind, self.federation_port)
         await self.federation_sender.start()
 
+    def _load_positions(self) -> None:
+        """Continue stream orderings and state group IDs after what is stored."""
+        loaded = StreamIdGenerator.load(self.db, "events", "stream_ordering")
+        self.event_stream_ids.__init__(loaded.current())  # type: ignore[misc]  # same object, wired already
+        self.event_stream.reset(loaded.current())
+        self.state_store.load_ids()
+
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
         if self._stopping:
@@ -187,6 +262,7 @@ class HomeServer:
         self._stopping = True
         self.federation_sender.stop()
         ports = self._ports + ([self._federation_port] if self._federation_port is not None else [])
+        self.media.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
         self._ports.clear()
         self._federation_port = None

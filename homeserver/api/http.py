@@ -303,7 +303,10 @@ class HttpSite(server.Site):
         """Twisted's combined log is replaced by our own access log."""
 
     def body_limit_for(self, request: server.Request) -> int:
-        path = request.uri.split(b"?", 1)[0].decode("utf-8", "replace")
+        # gotLength runs before requestReceived sets request.uri: read the path the
+        # channel parsed from the request line.
+        uri = getattr(request.channel, "_path", None) or request.uri
+        path = uri.split(b"?", 1)[0].decode("utf-8", "replace")
         for prefix, limit in self.body_limits:
             if path.startswith(prefix):
                 return limit

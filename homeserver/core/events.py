@@ -345,7 +345,8 @@ class Event:
         room_id = pdu.get("room_id")
         if room_id is None and room_version.room_id_from_create_event and self.type == "m.room.create":
             room_id = "!" + event_id[1:]
-        self.room_id = room_id
+        # check_event_format guarantees a room ID; "" only for malformed input.
+        self.room_id = room_id if isinstance(room_id, str) else ""
         self.depth = pdu.get("depth", 0)
         self.origin_server_ts = pdu.get("origin_server_ts", 0)
         self.prev_event_ids = _ref_ids(pdu.get("prev_events"), room_version)

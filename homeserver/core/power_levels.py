@@ -92,6 +92,18 @@ class PowerLevels:
         "users_default", "events_default", "state_default", "invite", "kick", "ban", "redact",
     )
 
+    content: Mapping[str, Any]
+    room_version: RoomVersion
+    creators: frozenset[str]
+    has_event: bool
+    users_default: int
+    events_default: int
+    state_default: int
+    invite: int
+    kick: int
+    ban: int
+    redact: int
+
     def __init__(
         self,
         content: Mapping[str, Any] | None,
@@ -101,16 +113,24 @@ class PowerLevels:
         self.room_version = room_version
         self.creators = creators
         self.has_event = content is not None
-        self.content: Mapping[str, Any] = content or {}
-        c = self.content
-        for key, default in _DEFAULTS.items():
-            raw = c.get(key)
-            value = default if raw is None else parse_power_level(raw, room_version)
-            setattr(self, key, default if value is None else value)
-        users = c.get("users")
+        self.content = content or {}
+        level = self._scalar
+        self.users_default = level("users_default")
+        self.events_default = level("events_default")
+        self.state_default = level("state_default")
+        self.invite = level("invite")
+        self.kick = level("kick")
+        self.ban = level("ban")
+        self.redact = level("redact")
+        users = self.content.get("users")
         self._users: Mapping[str, Any] = users if isinstance(users, dict) else {}
-        events = c.get("events")
+        events = self.content.get("events")
         self._events: Mapping[str, Any] = events if isinstance(events, dict) else {}
+
+    def _scalar(self, key: str) -> int:
+        raw = self.content.get(key)
+        value = None if raw is None else parse_power_level(raw, self.room_version)
+        return _DEFAULTS[key] if value is None else value
 
     @classmethod
     def from_events(

@@ -15,7 +15,7 @@ import nacl.exceptions
 import signedjson.key
 import signedjson.sign
 from canonicaljson import encode_canonical_json
-from signedjson.key import SigningKey, VerifyKey
+from signedjson.types import SigningKey, VerifyKey
 from unpaddedbase64 import decode_base64, encode_base64
 
 from homeserver.core.events import compute_content_hash, redact_pdu
@@ -138,7 +138,8 @@ def required_signature_servers(pdu: Mapping[str, Any], room_version: RoomVersion
     * The sender's server, except for invites via a third-party invite,
       which another server may relay on the sender's behalf.
     * v1/v2: also the server named in the event ID.
-    * Restricted joins: the server of ``join_authorised_via_users_server``.
+    * v8+ membership events naming ``join_authorised_via_users_server``:
+      that user's server.
     """
     servers: set[str] = set()
     content = pdu.get("content") or {}
@@ -149,7 +150,9 @@ def required_signature_servers(pdu: Mapping[str, Any], room_version: RoomVersion
             servers.add(get_domain_from_id(pdu["sender"]))
         if room_version.event_id_format == "v1":
             servers.add(get_domain_from_id(pdu["event_id"]))
-        if room_version.restricted_join_rule and is_member and membership == "join":
+        # Auth rule "join_authorised_via_users_server": whatever the
+        # membership, the named user's server must have signed.
+        if room_version.restricted_join_rule and is_member:
             authoriser = content.get("join_authorised_via_users_server")
             if isinstance(authoriser, str):
                 servers.add(get_domain_from_id(authoriser))

@@ -171,7 +171,7 @@ def _resolve_v2(
     conflicted_ids: set[str] = set().union(*conflicted.values())
 
     chains = [fetch_auth_chain(list(s.values())) for s in state_sets]
-    auth_difference = set().union(*chains) - set.intersection(*chains)
+    auth_difference = set().union(*chains) - set(chains[0]).intersection(*chains[1:])
 
     full_conflicted = conflicted_ids | auth_difference
     if rv.state_res == "v2.1":

@@ -76,6 +76,12 @@ class UserStore:
         await self.db.run(lambda txn: txn.execute(
             "UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id)))
 
+    async def is_admin(self, user_id: str) -> bool:
+        """Whether ``user_id`` is a server admin (users.admin)."""
+        value = await self.db.run(lambda txn: txn.scalar(
+            "SELECT admin FROM users WHERE user_id = ?", (user_id,)))
+        return bool(value)
+
     async def set_admin(self, user_id: str, admin: bool) -> None:
         await self.db.run(lambda txn: txn.execute(
             "UPDATE users SET admin = ? WHERE user_id = ?", (admin, user_id)))

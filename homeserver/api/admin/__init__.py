@@ -1,0 +1,1 @@
+"""Server administration endpoints (Synapse-compatible /_synapse/admin paths)."""

@@ -1,0 +1,399 @@
+"""EventStore: the events of every room, their DAG edges and their orderings.
+
+Tables: ``events`` (the JSON, stored once), ``event_edges``, ``event_auth``,
+``event_forward_extremities``, ``redactions``, ``event_relations`` and
+``event_txn_ids``. State lives in :mod:`homeserver.storage.state`.
+
+Writes happen only inside the persister's transaction
+(:meth:`EventStore.persist_txn`); reads go through an in-memory cache of
+:class:`StoredEvent` keyed by event ID (events are immutable, except that a
+later redaction is attached, which the persister updates after commit).
+"""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from homeserver.core.events import Event
+from homeserver.core.room_versions import get_room_version
+from homeserver.storage.database import Database, Txn
+from homeserver.util import json as jsonutil
+
+#: How many events the in-memory cache keeps.
+EVENT_CACHE_SIZE = 50_000
+
+#: Relation types stored in ``event_relations`` (m.in_reply_to is not a relation).
+RELATION_TYPES = ("m.annotation", "m.reference", "m.replace", "m.thread")
+
+
+@dataclass
+class StoredEvent:
+    """An event as persisted: the Event plus where it sits in the room.
+
+    Attributes:
+        event: The event (never redacted here; see :attr:`visible_event`).
+        stream_ordering: Global, increasing position (the /sync stream).
+        topological_ordering: The event's depth (the /messages order).
+        outlier: Known only for auth/state, not part of the timeline.
+        redacted_because: The redaction event, when the event was redacted.
+    """
+
+    event: Event
+    stream_ordering: int
+    topological_ordering: int
+    outlier: bool = False
+    redacted_because: Event | None = None
+    #: Precomputed client-format dict (see homeserver.rooms.format); filled lazily.
+    client_cache: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+    @property
+    def room_id(self) -> str:
+        return self.event.room_id
+
+    @property
+    def visible_event(self) -> Event:
+        """The event as clients may see it: redacted when a redaction applies."""
+        if self.redacted_because is None:
+            return self.event
+        return self.event.redacted()
+
+
+@dataclass
+class EventRow:
+    """What :meth:`EventStore.persist_txn` writes for one event."""
+
+    event: Event
+    stream_ordering: int
+    outlier: bool = False
+    #: (user_id, device_id, txn_id) of a client send, for idempotency.
+    txn_key: tuple[str, str, str] | None = None
+    inserted_ts: int = 0
+
+
+_EVENT_COLS = ("e.event_id, e.room_id, e.json, e.stream_ordering, e.topological_ordering, "
+               "e.outlier, e.rejected_reason, r.room_version")
+
+
+def relation_of(event: Event) -> tuple[str, str, str | None] | None:
+    """``(rel_type, parent_event_id, aggregation_key)`` of an event's m.relates_to."""
+    rel = event.content.get("m.relates_to")
+    if not isinstance(rel, dict):
+        return None
+    rel_type, parent = rel.get("rel_type"), rel.get("event_id")
+    if rel_type not in RELATION_TYPES or not isinstance(parent, str):
+        return None
+    key = rel.get("key") if rel_type == "m.annotation" else None
+    return rel_type, parent, key if isinstance(key, str) else None
+
+
+class EventStore:
+    """Reads and writes events; one instance per homeserver."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cache: OrderedDict[str, StoredEvent] = OrderedDict()
+
+    # --- writes (inside the persister's transaction) -------------------------
+
+    def persist_txn(self, txn: Txn, rows: Sequence[EventRow]) -> None:
+        """Insert a batch of events with their edges, relations and txn IDs.
+
+        Forward extremities are updated: an event's prev events stop being
+        extremities, and the event becomes one unless something already
+        points at it. Outliers touch neither the timeline nor extremities.
+        """
+        if not rows:
+            return
+        event_rows, edges, auths, rels, reds, txns = [], [], [], [], [], []
+        for r in rows:
+            ev = r.event
+            event_rows.append((ev.room_id, ev.event_id, r.stream_ordering, ev.depth, ev.type,
+                               ev.state_key, ev.sender, ev.origin_server_ts, r.outlier,
+                               ev.rejected_reason, jsonutil.dumps(ev.get_pdu_json())))
+            edges.extend((ev.room_id, ev.event_id, p) for p in ev.prev_event_ids)
+            auths.extend((ev.room_id, ev.event_id, a) for a in ev.auth_event_ids)
+            if r.outlier or ev.rejected:
+                continue
+            rel = relation_of(ev)
+            if rel is not None:
+                rels.append((ev.room_id, ev.event_id, rel[1], rel[0], ev.type, ev.sender, rel[2],
+                             r.stream_ordering, ev.depth))
+            if ev.redacts is not None:
+                reds.append((ev.room_id, ev.event_id, ev.redacts))
+            if r.txn_key is not None:
+                txns.append((ev.room_id, *r.txn_key, ev.event_id, r.inserted_ts))
+        # An outlier that is now persisted for real (federation learned its state)
+        # is promoted in place.
+        for row in event_rows:
+            if not row[8]:
+                txn.execute("DELETE FROM events WHERE room_id = ? AND event_id = ? AND outlier = ?",
+                            (row[0], row[1], True))
+        txn.executemany(
+            "INSERT INTO events (room_id, event_id, stream_ordering, topological_ordering, type,"
+            " state_key, sender, origin_server_ts, outlier, rejected_reason, json)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (room_id, event_id) DO NOTHING", event_rows)
+        txn.executemany("INSERT INTO event_edges (room_id, event_id, prev_event_id) VALUES (?,?,?)"
+                        " ON CONFLICT DO NOTHING", edges)
+        txn.executemany("INSERT INTO event_auth (room_id, event_id, auth_id) VALUES (?,?,?)"
+                        " ON CONFLICT DO NOTHING", auths)
+        txn.executemany(
+            "INSERT INTO event_relations (room_id, event_id, relates_to_id, rel_type, event_type,"
+            " sender, aggregation_key, stream_ordering, topological_ordering)"
+            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rels)
+        txn.executemany("INSERT INTO redactions (room_id, event_id, redacts) VALUES (?,?,?)"
+                        " ON CONFLICT DO NOTHING", reds)
+        txn.executemany(
+            "INSERT INTO event_txn_ids (room_id, user_id, device_id, txn_id, event_id, inserted_ts)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", txns)
+
+    def update_extremities_txn(self, txn: Txn, room_id: str, extremities: Iterable[str]) -> None:
+        """Replace the room's forward extremities."""
+        txn.execute("DELETE FROM event_forward_extremities WHERE room_id = ?", (room_id,))
+        txn.executemany("INSERT INTO event_forward_extremities (room_id, event_id) VALUES (?, ?)",
+                        [(room_id, e) for e in sorted(set(extremities))])
+
+    # --- cache -------------------------------------------------------------
+
+    def _remember(self, stored: StoredEvent) -> None:
+        self._cache[stored.event_id] = stored
+        self._cache.move_to_end(stored.event_id)
+        while len(self._cache) > EVENT_CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def cache_persisted(self, stored: StoredEvent) -> None:
+        """Called by the persister after commit: the event is readable from memory."""
+        self._remember(stored)
+        redacts = stored.event.redacts
+        if redacts is not None and not stored.event.rejected:
+            target = self._cache.get(redacts)
+            if target is not None and target.redacted_because is None:
+                target.redacted_because = stored.event
+                target.client_cache = None
+
+    def cached(self, event_id: str) -> StoredEvent | None:
+        return self._cache.get(event_id)
+
+    # --- reads -------------------------------------------------------------
+
+    async def get_event(self, event_id: str, allow_outlier: bool = True,
+                        allow_rejected: bool = False) -> StoredEvent | None:
+        found = await self.get_events([event_id], allow_outlier, allow_rejected)
+        return found.get(event_id)
+
+    async def get_events(self, event_ids: Iterable[str], allow_outlier: bool = True,
+                         allow_rejected: bool = False) -> dict[str, StoredEvent]:
+        """The stored events among ``event_ids`` (missing ones are left out)."""
+        out: dict[str, StoredEvent] = {}
+        missing = []
+        for eid in dict.fromkeys(event_ids):
+            hit = self._cache.get(eid)
+            if hit is None:
+                missing.append(eid)
+            else:
+                out[eid] = hit
+        if missing:
+            for stored in await self.db.run(self._load_txn, missing):
+                self._remember(stored)
+                out[stored.event_id] = stored
+        return {k: v for k, v in out.items()
+                if (allow_outlier or not v.outlier) and (allow_rejected or not v.event.rejected)}
+
+    def _load_txn(self, txn: Txn, event_ids: list[str]) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        for i in range(0, len(event_ids), 500):
+            chunk = event_ids[i:i + 500]
+            cond, args = txn.in_list("e.event_id", chunk)
+            rows = txn.query(f"SELECT {_EVENT_COLS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+                             f" WHERE {cond}", args)
+            stored = [_row_to_stored(row) for row in rows]
+            if stored:
+                cond, args = txn.in_list("d.redacts", [s.event_id for s in stored])
+                reds = txn.query(
+                    f"SELECT d.redacts, {_EVENT_COLS} FROM redactions d"
+                    f" JOIN events e ON e.room_id = d.room_id AND e.event_id = d.event_id"
+                    f" JOIN rooms r ON r.room_id = e.room_id WHERE {cond}", args)
+                by_target = {row[0]: _row_to_stored(row[1:]).event for row in reds}
+                for s in stored:
+                    red = by_target.get(s.event_id)
+                    if red is not None and red.room_id == s.room_id:
+                        s.redacted_because = red
+            out.extend(stored)
+        return out
+
+    async def get_events_as_list(self, event_ids: Sequence[str], **kw: Any) -> list[StoredEvent]:
+        """Like :meth:`get_events`, in the given order."""
+        found = await self.get_events(event_ids, **kw)
+        return [found[e] for e in event_ids if e in found]
+
+    async def paginate(self, room_id: str, from_key: tuple[int, int], direction: str, limit: int,
+                       to_key: tuple[int, int] | None = None) -> list[StoredEvent]:
+        """Timeline events in topological order starting at ``from_key``.
+
+        Keys are ``(topological, stream)`` positions *between* events:
+        backwards returns events with key <= from_key (newest first),
+        forwards events with key > from_key (oldest first). ``to_key``
+        bounds the other end the same way. Outliers and rejected events are
+        not part of the timeline.
+        """
+        t, s = from_key
+        if direction == "b":
+            cond = "(e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))"
+            order = "DESC"
+        else:
+            cond = "(e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))"
+            order = "ASC"
+        args: list[Any] = [room_id, t, t, s]
+        if to_key is not None:
+            tt, ts = to_key
+            if direction == "b":
+                cond += " AND (e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))"
+            else:
+                cond += " AND (e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))"
+            args += [tt, tt, ts]
+        args.append(limit)
+
+        def txn_fn(txn: Txn) -> list[str]:
+            return [r[0] for r in txn.query(
+                f"SELECT e.event_id FROM events e WHERE e.room_id = ? AND {cond}"
+                f" AND e.outlier = ? AND e.rejected_reason IS NULL"
+                f" ORDER BY e.topological_ordering {order}, e.stream_ordering {order} LIMIT ?",
+                args[:-1] + [False, limit])]
+
+        ids = await self.db.run(txn_fn)
+        return await self.get_events_as_list(ids)
+
+    async def topological_key_for_stream(self, room_id: str, stream: int) -> tuple[int, int]:
+        """Turn a /sync stream position into a ``(topological, stream)`` key for paging."""
+        def txn_fn(txn: Txn) -> int:
+            return txn.scalar(
+                "SELECT MAX(topological_ordering) FROM events WHERE room_id = ? AND stream_ordering <= ?"
+                " AND outlier = ?", (room_id, stream, False)) or 0
+        return (await self.db.run(txn_fn), stream)
+
+    async def room_end_key(self, room_id: str) -> tuple[int, int]:
+        """The ``(topological, stream)`` key after the room's newest timeline event."""
+        row = await self.db.run(lambda txn: txn.query_one(
+            "SELECT MAX(topological_ordering), MAX(stream_ordering) FROM events WHERE room_id = ? AND outlier = ?",
+            (room_id, False)))
+        return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+
+    async def room_stream_events(self, room_id: str, from_stream: int, to_stream: int,
+                                 limit: int) -> list[StoredEvent]:
+        """Timeline events with from_stream < stream_ordering <= to_stream, newest last.
+
+        Returns at most ``limit`` events: the newest ones (what /sync wants).
+        """
+        def txn_fn(txn: Txn) -> list[str]:
+            return [r[0] for r in txn.query(
+                "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering > ?"
+                " AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
+                " ORDER BY stream_ordering DESC LIMIT ?", (room_id, from_stream, to_stream, False, limit))]
+        ids = await self.db.run(txn_fn)
+        ids.reverse()
+        return await self.get_events_as_list(ids)
+
+    async def get_txn_event_id(self, room_id: str, user_id: str, device_id: str, txn_id: str) -> str | None:
+        return await self.db.run(lambda txn: txn.scalar(
+            "SELECT event_id FROM event_txn_ids WHERE room_id = ? AND user_id = ? AND device_id = ?"
+            " AND txn_id = ?", (room_id, user_id, device_id, txn_id)))
+
+    async def get_forward_extremities(self, room_id: str) -> list[str]:
+        return await self.db.run(lambda txn: [r[0] for r in txn.query(
+            "SELECT event_id FROM event_forward_extremities WHERE room_id = ? ORDER BY event_id",
+            (room_id,))])
+
+    async def max_stream_ordering(self) -> int:
+        return int(await self.db.run(lambda txn: txn.scalar("SELECT MAX(stream_ordering) FROM events")) or 0)
+
+    # --- relations ---------------------------------------------------------
+
+    async def get_relations(self, room_id: str, parent_id: str, rel_type: str | None,
+                            event_type: str | None, from_key: tuple[int, int] | None,
+                            direction: str, limit: int) -> list[StoredEvent]:
+        """Events relating to ``parent_id``, in topological order from ``from_key``."""
+        conds = ["room_id = ?", "relates_to_id = ?"]
+        args: list[Any] = [room_id, parent_id]
+        if rel_type is not None:
+            conds.append("rel_type = ?")
+            args.append(rel_type)
+        if event_type is not None:
+            conds.append("event_type = ?")
+            args.append(event_type)
+        order = "DESC" if direction == "b" else "ASC"
+        if from_key is not None:
+            t, s = from_key
+            if direction == "b":
+                conds.append("(topological_ordering < ? OR (topological_ordering = ? AND stream_ordering <= ?))")
+            else:
+                conds.append("(topological_ordering > ? OR (topological_ordering = ? AND stream_ordering > ?))")
+            args += [t, t, s]
+        args.append(limit)
+        sql = (f"SELECT event_id FROM event_relations WHERE {' AND '.join(conds)}"
+               f" ORDER BY topological_ordering {order}, stream_ordering {order} LIMIT ?")
+        ids = await self.db.run(lambda txn: [r[0] for r in txn.query(sql, args)])
+        events = await self.get_events_as_list(ids, allow_outlier=False)
+        return [e for e in events if e.redacted_because is None]
+
+    async def get_relation_children(self, room_id: str, parent_ids: Sequence[str],
+                                    rel_types: Sequence[str]) -> dict[str, list[StoredEvent]]:
+        """All unredacted related events of the given types per parent, oldest first."""
+        if not parent_ids:
+            return {}
+
+        def txn_fn(txn: Txn) -> list[tuple[str, str]]:
+            c1, a1 = txn.in_list("relates_to_id", list(parent_ids))
+            c2, a2 = txn.in_list("rel_type", list(rel_types))
+            return txn.query(
+                f"SELECT relates_to_id, event_id FROM event_relations WHERE room_id = ? AND {c1} AND {c2}"
+                " ORDER BY topological_ordering, stream_ordering", [room_id, *a1, *a2])
+        rows = await self.db.run(txn_fn)
+        events = await self.get_events([r[1] for r in rows], allow_outlier=False)
+        out: dict[str, list[StoredEvent]] = {}
+        for parent, eid in rows:
+            ev = events.get(eid)
+            if ev is not None and ev.redacted_because is None:
+                out.setdefault(parent, []).append(ev)
+        return out
+
+    async def find_annotation(self, room_id: str, parent_id: str, sender: str, key: str) -> str | None:
+        """An unredacted m.annotation by ``sender`` with ``key`` on ``parent_id``, if any."""
+        def txn_fn(txn: Txn) -> list[str]:
+            return [r[0] for r in txn.query(
+                "SELECT r.event_id FROM event_relations r WHERE r.room_id = ? AND r.relates_to_id = ?"
+                " AND r.rel_type = ? AND r.sender = ? AND r.aggregation_key = ?"
+                " AND NOT EXISTS (SELECT 1 FROM redactions d WHERE d.room_id = r.room_id"
+                " AND d.redacts = r.event_id)", (room_id, parent_id, "m.annotation", sender, key))]
+        found = await self.db.run(txn_fn)
+        return found[0] if found else None
+
+    async def get_thread_roots(self, room_id: str, participant: str | None,
+                               before_stream: int | None, limit: int) -> list[tuple[str, int]]:
+        """Thread roots ordered by latest activity (newest first), with that position."""
+        def txn_fn(txn: Txn) -> list[tuple[str, int]]:
+            sql = ("SELECT relates_to_id, MAX(stream_ordering) AS latest FROM event_relations"
+                   " WHERE room_id = ? AND rel_type = ? GROUP BY relates_to_id")
+            rows = txn.query(sql, (room_id, "m.thread"))
+            if participant is not None:
+                mine = {r[0] for r in txn.query(
+                    "SELECT relates_to_id FROM event_relations WHERE room_id = ? AND rel_type = ?"
+                    " AND sender = ?", (room_id, "m.thread", participant))}
+                roots_by_me = {r[0] for r in txn.query(
+                    "SELECT event_id FROM events WHERE room_id = ? AND sender = ?", (room_id, participant))}
+                rows = [r for r in rows if r[0] in mine or r[0] in roots_by_me]
+            if before_stream is not None:
+                rows = [r for r in rows if r[1] < before_stream]
+            rows.sort(key=lambda r: -r[1])
+            return [(r[0], int(r[1])) for r in rows[:limit]]
+        return await self.db.run(txn_fn)
+
+
+def _row_to_stored(row: Sequence[Any]) -> StoredEvent:
+    event_id, _room_id, raw, stream, topo, outlier, rejected, version = row
+    event = Event(json.loads(raw), get_room_version(version), event_id, rejected_reason=rejected)
+    return StoredEvent(event, int(stream), int(topo), bool(outlier))

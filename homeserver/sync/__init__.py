@@ -1,0 +1,1 @@
+"""Realtime delivery: stream tokens, the notifier and the /sync builder."""
