@@ -23,6 +23,8 @@ from federation.config import FederationConfig
 from federation.discovery import ServerResolver, srv_lookup_with_twisted_names
 from federation.inbound import EduRegistry, TransactionHandler
 from federation.keys import KeyServlets, Keyring, OwnKeys
+from federation.membership import FederationMembership, MembershipServlets
+from federation.rooms import FanOut, RoomsBridge
 from federation.sender import FederationSender
 from federation.storage import DestinationStore, KeyStore, OutboxStore, TransactionStore
 from federation.tls import ensure_self_signed, server_context_factory
@@ -203,14 +205,25 @@ class HomeServer:
         self.federation_sender = FederationSender(self.server_name, self.federation_client,
                                                   OutboxStore(self.db), DestinationStore(self.db), clock)
         self.federation_edus = EduRegistry()
+        self.federation_rooms = RoomsBridge(self.server_name, self.room_states, self.event_store, self.state_store,
+                                            self.persister)
         self.federation_transactions = TransactionHandler(
-            TransactionStore(self.db), clock, self.keyring.get_verify_key, self.federation_edus)
+            TransactionStore(self.db), clock, self.keyring.get_verify_key, self.federation_edus,
+            self.federation_rooms)
+        self.federation_fanout = FanOut(self.server_name, self.federation_sender, self.room_states)
         self.federation_router = Router(None)
         verifier = RequestVerifier(self.server_name, self.keyring.get_verify_key)
         self.federation_routes = FederationRoutes(self.federation_router, verifier, self.federation_sender.wake)
         KeyServlets(self.own_keys, self.keyring, clock).register(self.federation_router)
         TransactionServlets(self.federation_transactions, __version__).register(
             self.federation_routes, self.federation_router)
+        MembershipServlets(self.server_name, self.federation_rooms, self.event_builder, self.keyring.get_verify_key,
+                           self.federation_fanout, clock).register(self.federation_routes)
+        if fed.enabled:
+            # Only a server others can reach takes part in rooms on other servers.
+            self.federation_fanout.subscribe(self.event_stream)
+            self.membership.remote = FederationMembership(self.server_name, self.signing_key, self.federation_client,
+                                                      self.federation_rooms, self.keyring.get_verify_key, clock)
         self.federation_site = FederationSite(self.federation_router, fed.max_transaction_size, self.metrics,
                                         config.access_log)
         self._federation_port: IListeningPort | None = None
