@@ -18,7 +18,7 @@ from homeserver.core.signing import SignatureError, key_id, sign_json, verify_js
 #: get_verify_key(server_name, key_id) -> VerifyKey or None when unknown.
 GetKey = Callable[[str, str], Awaitable["VerifyKey | None"]]
 
-_PARAM = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*(?:,|$)')
+_PARAM = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^",\s][^,\s]*)\s*(?:,|$)')
 MAX_HEADER_LENGTH = 4096
 
 
