@@ -28,7 +28,6 @@ from twisted.internet import defer
 from federation.storage import TransactionStore
 from homeserver.core.auth import AuthError, StateKey, check_auth, check_state_independent_auth, state_map
 from homeserver.core.events import Event, EventFormatError, check_content_hash, check_event_format, redact_pdu
-from homeserver.core.ids import InvalidIdError, get_domain_from_id
 from homeserver.core.room_versions import RoomVersion
 from homeserver.core.signing import SignatureError, required_signature_servers, verify_event_signatures
 from homeserver.util.clock import Clock
@@ -41,6 +40,10 @@ MAX_EDUS_PER_TXN = 100
 TXN_RETENTION_MS = 24 * 3600 * 1000
 
 EduHandler = Callable[[str, Any], Awaitable[None]]
+#: fetch_missing(origin, room_id, earliest_event_ids, latest_event_ids, limit) -> PDUs (get_missing_events).
+FetchMissing = Callable[[str, str, list[str], list[str], int], Awaitable[list[Any]]]
+#: Events fetched at most to fill one gap before an event is given up on.
+MAX_GAP_FILL = 20
 GetKey = Callable[[str, str, int], Awaitable["VerifyKey | None"]]
 
 
@@ -58,6 +61,9 @@ class RoomEventSource(Protocol):
 
     async def current_state(self, room_id: str) -> dict[StateKey, Event]:
         """The room's current state."""
+
+    async def forward_extremities(self, room_id: str) -> list[str]:
+        """The room's forward extremities (the latest events this server has)."""
 
     async def persist_received(self, event: Event, state_before: Mapping[StateKey, Event],
                                soft_failed: bool) -> None:
@@ -208,6 +214,9 @@ class _NoRooms:
     async def current_state(self, room_id: str) -> dict[StateKey, Event]:
         return {}
 
+    async def forward_extremities(self, room_id: str) -> list[str]:
+        return []
+
     async def persist_received(self, event: Event, state_before: Mapping[StateKey, Event],
                                soft_failed: bool) -> None:
         raise AssertionError("no room to persist into")
@@ -217,8 +226,9 @@ class TransactionHandler:
     """``PUT /send/{txnId}``: idempotent per (origin, txnId); PDUs by room in order, then EDUs."""
 
     def __init__(self, store: TransactionStore, clock: Clock, get_key: GetKey, edus: EduRegistry,
-                 rooms: RoomEventSource | None = None) -> None:
+                 rooms: RoomEventSource | None = None, fetch_missing: FetchMissing | None = None) -> None:
         self._store = store
+        self.fetch_missing = fetch_missing
         self._clock = clock
         self._get_key = get_key
         self.edus = edus
@@ -268,20 +278,15 @@ class TransactionHandler:
             event_id = Event(pdu, rv).event_id
         except Exception:
             return _pdu_label(pdu), "Malformed event"
-        # Only events whose sender is on the origin server arrive this way (others come by backfill).
-        try:
-            if get_domain_from_id(pdu.get("sender", "")) != origin:
-                return event_id, "Sender is not on the origin server"
-        except InvalidIdError:
-            return event_id, "Invalid sender"
+        # Events of other servers' users arrive this way too (a resident server relays joins it
+        # accepted through send_join); their own signatures, not the origin, vouch for them.
         lock = self._room_locks.setdefault(room_id, defer.DeferredLock())
         await lock.acquire()
         try:
             if (await self.rooms.get_events([event_id])).get(event_id) is not None:
                 return event_id, None  # already have it
-            outcome = await PduChecker(self._get_key, self.rooms).check(pdu, rv)
-            await self.rooms.persist_received(outcome.event, outcome.state_before, outcome.soft_failed)
-            return event_id, outcome.rejected_reason
+            await self._fill_gap(origin, room_id, rv, Event(pdu, rv))
+            return event_id, await self._check_and_persist(pdu, rv)
         except PduDropped as e:
             logger.info("dropping %s from %s: %s", event_id, origin, e)
             return event_id, str(e)
@@ -292,6 +297,37 @@ class TransactionHandler:
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._room_locks.pop(room_id, None)
+
+    async def _check_and_persist(self, pdu: dict[str, Any], rv: RoomVersion) -> str | None:
+        outcome = await PduChecker(self._get_key, self.rooms).check(pdu, rv)
+        await self.rooms.persist_received(outcome.event, outcome.state_before, outcome.soft_failed)
+        return outcome.rejected_reason
+
+    async def _fill_gap(self, origin: str, room_id: str, rv: RoomVersion, event: Event) -> None:
+        """Fetch unknown prev events from the origin (get_missing_events) and process them oldest first."""
+        known = await self.rooms.get_events(event.prev_event_ids)
+        if all(p in known for p in event.prev_event_ids) or self.fetch_missing is None:
+            return
+        earliest = await self.rooms.forward_extremities(room_id)
+        try:
+            pdus = await self.fetch_missing(origin, room_id, earliest, [event.event_id], MAX_GAP_FILL)
+        except Exception as e:
+            logger.info("get_missing_events from %s for %s failed: %s", origin, event.event_id, e)
+            return
+        fetched = []
+        for p in pdus[:MAX_GAP_FILL]:
+            try:
+                if isinstance(p, dict) and p.get("room_id") == room_id:
+                    fetched.append(Event(p, rv))
+            except Exception:
+                continue
+        for ev in sorted(fetched, key=lambda e: (e.depth, e.event_id)):
+            if (await self.rooms.get_events([ev.event_id])).get(ev.event_id) is not None:
+                continue
+            try:
+                await self._check_and_persist(ev.pdu, rv)
+            except PduDropped as e:
+                logger.info("dropping missing event %s: %s", ev.event_id, e)
 
     async def prune(self) -> None:
         await self._store.prune(self._clock.time_msec() - TXN_RETENTION_MS)

@@ -132,6 +132,10 @@ class RoomsBridge:
         room = await self.cache.get(room_id)
         return dict(room.state) if room is not None else {}
 
+    async def forward_extremities(self, room_id: str) -> list[str]:
+        room = await self.cache.get(room_id)
+        return list(room.extremities) if room is not None else []
+
     async def persist_received(self, event: Event, state_before: Mapping[StateKey, Event],
                                soft_failed: bool) -> None:
         """Persist a checked event. Forks: the new current state is the resolution of both sides."""
@@ -153,6 +157,18 @@ class RoomsBridge:
             if resolved != after:
                 new_current = resolved
         await self.persister.persist([EventContext(event, state_before=before_ids, new_current_state=new_current)])
+
+
+async def fetch_missing_events(client: Any, origin: str, room_id: str, earliest: list[str], latest: list[str],
+                               limit: int) -> list[Any]:
+    """POST get_missing_events to ``origin`` (the inbound gap filler's network half)."""
+    from federation.transport.client import encode_path
+
+    resp = await client.post_json(origin, encode_path("/_matrix/federation/v1/get_missing_events/%s", room_id),
+                                  {"earliest_events": earliest, "latest_events": latest, "limit": limit,
+                                   "min_depth": 0}, max_bytes=8 << 20)
+    events = resp.get("events") if isinstance(resp, dict) else None
+    return events if isinstance(events, list) else []
 
 
 class FanOut:

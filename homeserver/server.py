@@ -11,6 +11,7 @@ into constructors. Embedding the homeserver is::
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -24,7 +25,7 @@ from federation.discovery import ServerResolver, srv_lookup_with_twisted_names
 from federation.inbound import EduRegistry, TransactionHandler
 from federation.keys import KeyServlets, Keyring, OwnKeys
 from federation.membership import FederationMembership, MembershipServlets
-from federation.rooms import FanOut, RoomsBridge
+from federation.rooms import FanOut, RoomsBridge, fetch_missing_events
 from federation.sender import FederationSender
 from federation.storage import DestinationStore, KeyStore, OutboxStore, TransactionStore
 from federation.tls import ensure_self_signed, server_context_factory
@@ -209,7 +210,7 @@ class HomeServer:
                                             self.persister)
         self.federation_transactions = TransactionHandler(
             TransactionStore(self.db), clock, self.keyring.get_verify_key, self.federation_edus,
-            self.federation_rooms)
+            self.federation_rooms, functools.partial(fetch_missing_events, self.federation_client))
         self.federation_fanout = FanOut(self.server_name, self.federation_sender, self.room_states)
         self.federation_router = Router(None)
         verifier = RequestVerifier(self.server_name, self.keyring.get_verify_key)

@@ -94,3 +94,145 @@ async def _state_is(hs, room_id, event_id):
 
 async def _has_body(client, room_id, body):
     return body in await _bodies(client, room_id)
+
+
+async def _joined_pair(a, b):
+    alice, bob = Client(a), Client(b)
+    await alice.register("alice")
+    await bob.register("bob")
+    code, resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+    room_id = resp["room_id"]
+    code, resp = await bob.post(f"/_matrix/client/v3/join/{room_id}", {}, params={"server_name": a.server_name})
+    assert code == 200, resp
+    await eventually(lambda: _joined(a, room_id, bob.user_id))
+    return alice, bob, room_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_forged_events_change_nothing(servers):
+    from signedjson.key import generate_signing_key
+
+    from homeserver.core.events import Event
+    from homeserver.core.signing import add_hashes_and_signatures
+
+    a, b = servers
+    alice, bob, room_id = await _joined_pair(a, b)
+    room_b = await b.room_states.get(room_id)
+    rv = room_b.room_version
+    good = b.event_builder.build(room_b, "m.room.message", bob.user_id, {"msgtype": "m.text", "body": "x"})
+    base = {k: v for k, v in good.get_pdu_json().items() if k not in ("hashes", "signatures", "unsigned")}
+
+    # 1. signed by a key that is not B's
+    forged = add_hashes_and_signatures({**base, "content": {"body": "forged"}}, rv, b.server_name,
+                                       generate_signing_key(b.own_keys.key_id.split(":")[1]))
+    # 2. content changed after signing: kept, but redacted
+    tampered = add_hashes_and_signatures({**base, "content": {"body": "original"}}, rv, b.server_name, b.signing_key)
+    tampered["content"] = {"body": "tampered"}
+    # 3. Bob (power 0) makes himself admin: rejected
+    pl = dict(room_b.get("m.room.power_levels").content)
+    pl["users"] = {**pl.get("users", {}), bob.user_id: 100}
+    coup = add_hashes_and_signatures({**base, "type": "m.room.power_levels", "state_key": "", "content": pl},
+                                     rv, b.server_name, b.signing_key)
+    ids = [Event(p, rv).event_id for p in (forged, tampered, coup)]
+    resp = await b.federation_client.put_json(a.server_name, "/_matrix/federation/v1/send/forged1",
+                                              {"origin": b.server_name, "pdus": [forged, tampered, coup], "edus": []})
+    assert resp["pdus"][ids[0]].get("error")
+    assert not resp["pdus"][ids[1]].get("error")
+    assert resp["pdus"][ids[2]].get("error")
+    stored = await a.event_store.get_events(ids, allow_rejected=True)
+    assert ids[0] not in stored
+    assert stored[ids[1]].event.content == {}
+    assert stored[ids[2]].event.rejected
+    room_a = await a.room_states.get(room_id)
+    assert room_a.get("m.room.power_levels").event_id != ids[2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_partition_fork_resolves_identically(servers):
+    a, b = servers
+    alice, bob, room_id = await _joined_pair(a, b)
+    code, pl = await alice.get(f"/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/")
+    pl["users"][bob.user_id] = 50
+    code, resp = await alice.put(f"/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/", pl)
+    await eventually(lambda: _state_is(b, room_id, resp["event_id"]))
+
+    class Down:
+        async def put_json(self, *args, **kw):
+            raise ConnectionError("partitioned")
+
+    real = a.federation_sender._client, b.federation_sender._client
+    a.federation_sender._client = b.federation_sender._client = Down()
+    code, _ = await alice.put(f"/_matrix/client/v3/rooms/{room_id}/state/m.room.name/", {"name": "from A"})
+    assert code == 200
+    code, _ = await bob.put(f"/_matrix/client/v3/rooms/{room_id}/state/m.room.name/", {"name": "from B"})
+    assert code == 200
+    await bob.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/p1", {"msgtype": "m.text", "body": "b"})
+    a.federation_sender._client, b.federation_sender._client = real
+    a.federation_sender.wake(b.server_name)
+    b.federation_sender.wake(a.server_name)
+
+    async def converged():
+        ra, rb = await a.room_states.get(room_id), await b.room_states.get(room_id)
+        return ra.state_ids() == rb.state_ids() and len(ra.extremities) >= 1 and \
+            sorted(ra.extremities) == sorted(rb.extremities)
+
+    await eventually(converged)
+    # Both write again on the merged DAG and stay in agreement.
+    await alice.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/a9", {"msgtype": "m.text", "body": "after"})
+    await eventually(lambda: _has_body(bob, room_id, "after"))
+    await eventually(converged)
+    room = await a.room_states.get(room_id)
+    assert room.get("m.room.name").content["name"] in ("from A", "from B")
+
+
+@pytest_twisted.ensureDeferred
+async def test_three_servers_and_a_server_down(tmp_path, db_url_for):
+    from fedsupport import federation_config
+    from support import start_homeserver
+
+    a = await start_federating(tmp_path, db_url_for("a"), "a")
+    b = await start_federating(tmp_path, db_url_for("b"), "b")
+    c_config = federation_config(tmp_path, db_url_for("c"), "c")
+    c = await start_homeserver(c_config)
+    try:
+        alice, bob, room_id = await _joined_pair(a, b)
+        carol = Client(c)
+        await carol.register("carol")
+        code, resp = await carol.post(f"/_matrix/client/v3/join/{room_id}", {}, params={"server_name": a.server_name})
+        assert code == 200, resp
+        await eventually(lambda: _joined(b, room_id, carol.user_id))  # A relayed Carol's join to B
+        await bob.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/b1", {"msgtype": "m.text", "body": "b1"})
+        await eventually(lambda: _has_body(carol, room_id, "b1"))  # B sends to C directly
+        # C goes down; A and B keep writing; C comes back and catches up with nothing lost.
+        await c.stop()
+        for i in range(3):
+            await alice.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/d{i}",
+                            {"msgtype": "m.text", "body": f"while down {i}"})
+        await bob.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/b2", {"msgtype": "m.text", "body": "b2"})
+        c = await start_homeserver(c_config)
+        carol = Client(c)
+        code, resp = await carol.post("/_matrix/client/v3/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "carol"},
+            "password": "correct horse battery"})
+        assert code == 200, resp
+        carol.token = resp["access_token"]
+        for hs in (a, b):  # C contacts them (any authenticated request wakes their queues)
+            try:
+                await c.federation_client.get_json(hs.server_name, "/_matrix/federation/v1/event/$none")
+            except Exception:
+                pass
+
+        async def all_there():
+            bodies = await _bodies(carol, room_id)
+            return all(f"while down {i}" in bodies for i in range(3)) and "b2" in bodies
+
+        await eventually(all_there)
+        await eventually(lambda: _same_state(a, c, room_id))
+    finally:
+        for hs in (a, b, c):
+            await hs.stop()
+
+
+async def _same_state(x, y, room_id):
+    rx, ry = await x.room_states.get(room_id), await y.room_states.get(room_id)
+    return rx.state_ids() == ry.state_ids()
