@@ -26,7 +26,7 @@ from homeserver.api.http import ApiRequest
 from homeserver.core.auth import AuthError, check_auth, check_state_independent_auth, state_map
 from homeserver.core.events import Event, EventFormatError, check_content_hash, check_event_format, redact_pdu
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
-from homeserver.core.signing import add_hashes_and_signatures
+from homeserver.core.signing import SignatureError, add_hashes_and_signatures, verify_json
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.persist import EventContext
 from homeserver.util.clock import Clock
@@ -72,6 +72,8 @@ class MembershipServlets:
         routes.add("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", self.send_join)
         routes.add("GET", "/_matrix/federation/v1/make_leave/{room_id}/{user_id}", self.make_leave)
         routes.add("PUT", "/_matrix/federation/v2/send_leave/{room_id}/{event_id}", self.send_leave)
+        routes.add("GET", "/_matrix/federation/v1/make_knock/{room_id}/{user_id}", self.make_knock)
+        routes.add("PUT", "/_matrix/federation/v1/send_knock/{room_id}/{event_id}", self.send_knock)
         routes.add("GET", "/_matrix/federation/v1/event/{event_id}", self.get_event)
         routes.add("GET", "/_matrix/federation/v1/state_ids/{room_id}", self.state_ids)
         routes.add("GET", "/_matrix/federation/v1/backfill/{room_id}", self.backfill)
@@ -93,7 +95,7 @@ class MembershipServlets:
             raise forbidden("The user is not on the requesting server")
         room = await self._room_for(room_id, origin)
         rv = room.room_version
-        if membership == "join":
+        if membership in ("join", "knock"):
             supported = request.args.get("ver") or ["1"]
             if rv.identifier not in supported:
                 raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",
@@ -109,6 +111,22 @@ class MembershipServlets:
     async def make_leave(self, request: ApiRequest, origin: str) -> dict[str, Any]:
         """GET /_matrix/federation/v1/make_leave/{roomId}/{userId}: a leave template ("Leaving Rooms")."""
         return await self._make(request, origin, "leave")
+
+    async def make_knock(self, request: ApiRequest, origin: str) -> dict[str, Any]:
+        """GET /_matrix/federation/v1/make_knock/{roomId}/{userId}: a knock template ("Knocking on rooms")."""
+        room = await self._room_for(request.path_params["room_id"], origin)
+        if not room.room_version.knock_join_rule:
+            raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", "This room version does not support knocking",
+                              room_version=room.room_version.identifier)
+        return await self._make(request, origin, "knock")
+
+    async def send_knock(self, request: ApiRequest, origin: str) -> dict[str, Any]:
+        """PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}: accept a knock; answer stripped state ("Knocking on rooms")."""
+        from homeserver.rooms.membership import stripped_state
+
+        event, _ = await self._accept(request, origin, "knock")
+        room = await self._room_for(event.room_id, origin)
+        return {"knock_room_state": stripped_state(room)}
 
     async def _accept(self, request: ApiRequest, origin: str, membership: str) -> tuple[Event, Any]:
         room_id, event_id = request.path_params["room_id"], request.path_params["event_id"]
@@ -256,7 +274,7 @@ class FederationMembership:
 
     async def _make(self, servers: Sequence[str], room_id: str, user_id: str,
                     membership: str) -> tuple[str, dict[str, Any], RoomVersion]:
-        versions = {"ver": sorted(KNOWN_ROOM_VERSIONS)} if membership == "join" else None
+        versions = {"ver": sorted(KNOWN_ROOM_VERSIONS)} if membership in ("join", "knock") else None
         errors = []
         for server in dict.fromkeys(servers):
             if server == self._server_name:
@@ -360,10 +378,61 @@ class FederationMembership:
         return event.event_id
 
     async def knock(self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]) -> str:
-        raise MatrixError(501, "M_UNRECOGNIZED", "Knocking over federation is not implemented yet")
+        server, template, rv = await self._make(servers, room_id, user_id, "knock")
+        event = self._fill(template, rv, content)
+        try:
+            await self._client.put_json(
+                server, encode_path("/_matrix/federation/v1/send_knock/%s/%s", room_id, event.event_id), _pdu(event))
+        except FederationRequestError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"send_knock to {server} failed: {e}") from None
+        return event.event_id
 
     async def invite(self, event: Event) -> Event:
-        raise MatrixError(501, "M_UNRECOGNIZED", "Inviting remote users is not implemented yet")
+        """Have the invitee's server countersign the invite (v2 invite); returns the signed event."""
+        server = domain(event.state_key or "")
+        if server is None:
+            raise MatrixError(400, "M_INVALID_PARAM", "Invalid invitee")
+        rv = event.room_version
+        body = {"event": _pdu(event), "room_version": rv.identifier,
+                "invite_room_state": event.unsigned.get("invite_room_state", [])}
+        try:
+            resp = await self._client.put_json(
+                server, encode_path("/_matrix/federation/v2/invite/%s/%s", event.room_id, event.event_id), body)
+        except HttpResponseError as e:
+            raise MatrixError(403 if e.code == 403 else 502, "M_FORBIDDEN" if e.code == 403 else "M_UNKNOWN",
+                              f"{server} refused the invite") from None
+        except FederationRequestError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"Cannot reach {server}: {e}") from None
+        signed = resp.get("event") if isinstance(resp, dict) else None
+        if not isinstance(signed, dict):
+            raise MatrixError(502, "M_UNKNOWN", f"{server} sent a bad invite response")
+        theirs = (signed.get("signatures") or {}).get(server)
+        pdu = event.get_pdu_json()
+        pdu["signatures"] = {**pdu.get("signatures", {}), server: theirs}
+        try:
+            await self._check_invitee_signature(pdu, rv, server)
+        except PduDropped as e:
+            raise MatrixError(502, "M_UNKNOWN", f"{server} returned a badly signed invite: {e}") from None
+        out = Event(pdu, rv)
+        out.unsigned.update(event.unsigned)
+        return out
+
+    async def _check_invitee_signature(self, pdu: dict[str, Any], rv: RoomVersion, server: str) -> None:
+        """The invitee's server must have signed exactly our event (its redacted form)."""
+        sigs = (pdu.get("signatures") or {}).get(server)
+        if not isinstance(sigs, dict):
+            raise PduDropped("no signature from the invitee's server")
+        redacted = redact_pdu(pdu, rv)
+        for kid in list(sigs)[:5]:
+            vk = await self._get_key(server, kid, 0)
+            if vk is None:
+                continue
+            try:
+                verify_json(redacted, server, vk, kid)
+                return
+            except SignatureError:
+                break
+        raise PduDropped("the invitee's server signature does not verify")
 
     async def resolve_alias(self, alias: str) -> tuple[str, list[str]] | None:
         server = domain(alias)

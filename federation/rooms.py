@@ -132,6 +132,21 @@ class RoomsBridge:
         room = await self.cache.get(room_id)
         return dict(room.state) if room is not None else {}
 
+    async def persist_invite(self, event: Event, invite_room_state: list[Any]) -> None:
+        """Store an invite of a local user to a room this server is not in, so sync shows it.
+
+        The event is persisted on its own (no state before it, no extremities),
+        with the stripped state the inviting server sent in ``unsigned``.
+        """
+        if (await self.get_events([event.event_id])):
+            return
+        event.unsigned["invite_room_state"] = [s for s in invite_room_state[:50] if isinstance(s, dict)]
+        room = await self.cache.get(event.room_id)
+        if room is not None and room.get("m.room.create") is not None:
+            # We are in the room already: it arrives through the room like any event.
+            return
+        await self.persister.persist([EventContext(event, state_before={}, new_extremities=[])])
+
     async def forward_extremities(self, room_id: str) -> list[str]:
         room = await self.cache.get(room_id)
         return list(room.extremities) if room is not None else []

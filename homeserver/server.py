@@ -25,6 +25,7 @@ from federation.discovery import ServerResolver, srv_lookup_with_twisted_names
 from federation.inbound import EduRegistry, TransactionHandler
 from federation.keys import KeyServlets, Keyring, OwnKeys
 from federation.membership import FederationMembership, MembershipServlets
+from federation.queries import QueryServlets
 from federation.rooms import FanOut, RoomsBridge, fetch_missing_events
 from federation.sender import FederationSender
 from federation.storage import DestinationStore, KeyStore, OutboxStore, TransactionStore
@@ -220,6 +221,10 @@ class HomeServer:
             self.federation_routes, self.federation_router)
         MembershipServlets(self.server_name, self.federation_rooms, self.event_builder, self.keyring.get_verify_key,
                            self.federation_fanout, clock).register(self.federation_routes)
+        self.federation_queries = QueryServlets(self.server_name, self.signing_key, self.federation_rooms,
+                                                self.room_store, self.users, self.directory,
+                                                self.keyring.get_verify_key, self.federation_rooms.persist_invite)
+        self.federation_queries.register(self.federation_routes)
         if fed.enabled:
             # Only a server others can reach takes part in rooms on other servers.
             self.federation_fanout.subscribe(self.event_stream)

@@ -236,3 +236,33 @@ async def test_three_servers_and_a_server_down(tmp_path, db_url_for):
 async def _same_state(x, y, room_id):
     rx, ry = await x.room_states.get(room_id), await y.room_states.get(room_id)
     return rx.state_ids() == ry.state_ids()
+
+
+@pytest_twisted.ensureDeferred
+async def test_invite_join_ban_across_servers(servers):
+    a, b = servers
+    alice, bob = Client(a), Client(b)
+    await alice.register("alice")
+    await bob.register("bob")
+    code, resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "private_chat"})
+    room_id = resp["room_id"]
+    # Without an invite, Bob can't join an invite-only group.
+    code, resp = await bob.post(f"/_matrix/client/v3/join/{room_id}", {}, params={"server_name": a.server_name})
+    assert code == 403, resp
+    code, resp = await alice.post(f"/_matrix/client/v3/rooms/{room_id}/invite", {"user_id": bob.user_id})
+    assert code == 200, resp
+    m = await b.state_store.get_membership(room_id, bob.user_id)
+    assert m is not None and m.membership == "invite"
+    code, resp = await bob.post(f"/_matrix/client/v3/join/{room_id}", {}, params={"server_name": a.server_name})
+    assert code == 200, resp
+    await eventually(lambda: _joined(a, room_id, bob.user_id))
+    code, resp = await alice.post(f"/_matrix/client/v3/rooms/{room_id}/ban", {"user_id": bob.user_id})
+    assert code == 200, resp
+
+    async def banned():
+        room = await b.room_states.get(room_id)
+        return room.membership(bob.user_id) == "ban"
+
+    await eventually(banned)
+    code, resp = await bob.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/x", {"body": "x", "msgtype": "m.text"})
+    assert code == 403
