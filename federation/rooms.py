@@ -115,9 +115,14 @@ class RoomsBridge:
         return resolve_state(rv, distinct, events.get, fetch_auth_chain)
 
     async def state_before(self, room_id: str, prev_event_ids: list[str]) -> dict[StateKey, Event] | None:
-        rv = await self.room_version(room_id)
-        if rv is None:
+        room = await self.cache.get(room_id)
+        if room is None:
             return None
+        rv = room.room_version
+        if prev_event_ids and sorted(prev_event_ids) == sorted(room.extremities):
+            # The common case: the event extends exactly our tip, so the state before it is the
+            # room's current state, already in memory.
+            return dict(room.state)
         sets = []
         for prev in prev_event_ids:
             after = await self.state_ids_after(prev)
