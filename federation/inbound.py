@@ -69,6 +69,9 @@ class RoomEventSource(Protocol):
                                soft_failed: bool) -> None:
         """Store a checked event (rejected ones with ``rejected_reason`` set) and publish it unless soft-failed."""
 
+    async def persist_batch(self, outcomes: "list[CheckOutcome]", tip_extremities: list[str]) -> None:
+        """Store events that extended the tip ``tip_extremities`` one after another, in one go."""
+
 
 class PduDropped(Exception):
     """The PDU fails the format or signature checks: it is not stored at all."""
@@ -120,11 +123,20 @@ class PduChecker:
         self._get_key = get_key
         self._rooms = rooms
 
-    async def check(self, pdu: dict[str, Any], room_version: RoomVersion) -> CheckOutcome:
+    async def check(self, pdu: dict[str, Any], room_version: RoomVersion,
+                    tip: "tuple[Mapping[StateKey, Event], Mapping[str, Event]] | None" = None,
+                    parsed: Event | None = None) -> CheckOutcome:
+        """Run the checks. Raises :class:`PduDropped` for steps 1-2 and unknown prev events.
+
+        Args:
+            tip: For an event extending the room's tip exactly: the state there
+                (which is both the state before it and the current state) and
+                the events checked but not yet persisted, by ID.
+        """
         # 1. format
         try:
             check_event_format(pdu, room_version)
-            event = Event(pdu, room_version)
+            event = parsed if parsed is not None and parsed.pdu is pdu else Event(pdu, room_version)
         except (EventFormatError, KeyError, TypeError, ValueError) as e:
             raise PduDropped(f"bad format: {e}") from None
         # 2. signatures
@@ -135,7 +147,9 @@ class PduChecker:
             event = Event(redact_pdu(pdu, room_version), room_version, event.event_id)
             redacted = True
         # 4. auth events
-        auth_events = await self._rooms.get_events(event.auth_event_ids)
+        unsaved = tip[1] if tip is not None else {}
+        auth_events = await self._rooms.get_events([a for a in event.auth_event_ids if a not in unsaved])
+        auth_events.update({a: unsaved[a] for a in event.auth_event_ids if a in unsaved})
         create = None
         if room_version.room_id_from_create_event:
             create_id = "$" + event.room_id[1:] if event.room_id else ""
@@ -150,7 +164,8 @@ class PduChecker:
         except AuthError as e:
             return self._rejected(outcome, f"auth events: {e.reason}")
         # 5. state before the event
-        before = await self._rooms.state_before(event.room_id, event.prev_event_ids)
+        before = dict(tip[0]) if tip is not None else await self._rooms.state_before(
+            event.room_id, event.prev_event_ids)
         if before is None:
             raise PduDropped("prev events are unknown (gap filling is not done here)")
         outcome.state_before = before
@@ -159,7 +174,7 @@ class PduChecker:
         except AuthError as e:
             return self._rejected(outcome, f"state before: {e.reason}")
         # 6. current state
-        current = await self._rooms.current_state(event.room_id)
+        current = tip[0] if tip is not None else await self._rooms.current_state(event.room_id)
         try:
             check_auth(event, current)
         except AuthError as e:
@@ -221,6 +236,9 @@ class _NoRooms:
                                soft_failed: bool) -> None:
         raise AssertionError("no room to persist into")
 
+    async def persist_batch(self, outcomes: "list[CheckOutcome]", tip_extremities: list[str]) -> None:
+        raise AssertionError("no room to persist into")
+
 
 class TransactionHandler:
     """``PUT /send/{txnId}``: idempotent per (origin, txnId); PDUs by room in order, then EDUs."""
@@ -256,10 +274,12 @@ class TransactionHandler:
         pdus = body.get("pdus") or []
         edus = body.get("edus") or []
         results: dict[str, dict[str, Any]] = {}
+        by_room: dict[str, list[dict[str, Any]]] = {}
         for pdu in pdus:
-            eid, error = await self._on_pdu(origin, pdu)
-            if eid is not None:
-                results[eid] = {"error": error} if error else {}
+            if isinstance(pdu, dict) and isinstance(pdu.get("room_id"), str):
+                by_room.setdefault(pdu["room_id"], []).append(pdu)
+        for room_id, room_pdus in by_room.items():
+            await self._on_room_pdus(origin, room_id, room_pdus, results)
         for edu in edus:
             if isinstance(edu, dict) and isinstance(edu.get("edu_type"), str):
                 await self.edus.dispatch(origin, edu["edu_type"], edu.get("content"))
@@ -267,36 +287,88 @@ class TransactionHandler:
         await self._store.set_response(origin, txn_id, response, self._clock.time_msec())
         return response
 
-    async def _on_pdu(self, origin: str, pdu: Any) -> tuple[str | None, str | None]:
-        if not isinstance(pdu, dict) or not isinstance(pdu.get("room_id"), str):
-            return None, None
-        room_id = pdu["room_id"]
+    async def _on_room_pdus(self, origin: str, room_id: str, pdus: list[dict[str, Any]],
+                            results: dict[str, dict[str, Any]]) -> None:
+        """Check a room's PDUs in order. A run of events each extending the last is checked
+        against the state in memory and persisted in one batch (one commit)."""
         rv = await self.rooms.room_version(room_id)
         if rv is None:
-            return _pdu_label(pdu), "This server is not in the room"
-        try:
-            event_id = Event(pdu, rv).event_id
-        except Exception:
-            return _pdu_label(pdu), "Malformed event"
-        # Events of other servers' users arrive this way too (a resident server relays joins it
-        # accepted through send_join); their own signatures, not the origin, vouch for them.
+            for pdu in pdus:
+                label = _pdu_label(pdu)
+                if label is not None:
+                    results[label] = {"error": "This server is not in the room"}
+            return
         lock = self._room_locks.setdefault(room_id, defer.DeferredLock())
         await lock.acquire()
         try:
-            if (await self.rooms.get_events([event_id])).get(event_id) is not None:
-                return event_id, None  # already have it
-            await self._fill_gap(origin, room_id, rv, Event(pdu, rv))
-            return event_id, await self._check_and_persist(pdu, rv)
-        except PduDropped as e:
-            logger.info("dropping %s from %s: %s", event_id, origin, e)
-            return event_id, str(e)
-        except Exception:
-            logger.exception("handling %s from %s failed", event_id, origin)
-            return event_id, "Internal error handling the event"
+            await self._room_pdus_locked(origin, room_id, rv, pdus, results)
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._room_locks.pop(room_id, None)
+
+    async def _room_pdus_locked(self, origin: str, room_id: str, rv: RoomVersion, pdus: list[dict[str, Any]],
+                                results: dict[str, dict[str, Any]]) -> None:
+        checker = PduChecker(self._get_key, self.rooms)
+        pending: list[CheckOutcome] = []
+        unsaved: dict[str, Event] = {}
+        start_ext: list[str] = []
+        tip: tuple[list[str], dict[StateKey, Event]] | None = None
+
+        async def flush() -> None:
+            if not pending:
+                return
+            batch = list(pending)
+            pending.clear()
+            unsaved.clear()
+            try:
+                await self.rooms.persist_batch(batch, start_ext)
+            except Exception:
+                logger.exception("persisting %d events of %s failed", len(batch), room_id)
+                for o in batch:
+                    results[o.event.event_id] = {"error": "Internal error storing the event"}
+
+        parsed: list[tuple[dict[str, Any], Event]] = []
+        for pdu in pdus:
+            try:
+                parsed.append((pdu, Event(pdu, rv)))
+            except Exception:
+                label = _pdu_label(pdu)
+                if label is not None:
+                    results[label] = {"error": "Malformed event"}
+        known = await self.rooms.get_events([e.event_id for _p, e in parsed])
+        for pdu, event in parsed:
+            eid = event.event_id
+            if eid in unsaved or eid in known:
+                results[eid] = {}
+                continue
+            try:
+                if tip is None:
+                    start_ext = await self.rooms.forward_extremities(room_id)
+                    tip = (list(start_ext), await self.rooms.current_state(room_id))
+                if sorted(event.prev_event_ids) == sorted(tip[0]):
+                    outcome = await checker.check(pdu, rv, (tip[1], unsaved), event)
+                    pending.append(outcome)
+                    unsaved[eid] = outcome.event
+                    if not outcome.rejected_reason and not outcome.soft_failed:
+                        state = dict(tip[1])
+                        if event.state_key is not None:
+                            state[(event.type, event.state_key)] = outcome.event
+                        tip = ([eid], state)
+                else:
+                    await flush()
+                    tip = None
+                    await self._fill_gap(origin, room_id, rv, event)
+                    outcome = await checker.check(pdu, rv, parsed=event)
+                    await self.rooms.persist_received(outcome.event, outcome.state_before, outcome.soft_failed)
+                results[eid] = {"error": outcome.rejected_reason} if outcome.rejected_reason else {}
+            except PduDropped as e:
+                logger.info("dropping %s from %s: %s", eid, origin, e)
+                results[eid] = {"error": str(e)}
+            except Exception:
+                logger.exception("handling %s from %s failed", eid, origin)
+                results[eid] = {"error": "Internal error handling the event"}
+        await flush()
 
     async def _check_and_persist(self, pdu: dict[str, Any], rv: RoomVersion) -> str | None:
         outcome = await PduChecker(self._get_key, self.rooms).check(pdu, rv)

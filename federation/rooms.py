@@ -156,6 +156,25 @@ class RoomsBridge:
         room = await self.cache.get(room_id)
         return list(room.extremities) if room is not None else []
 
+    async def persist_batch(self, outcomes: list[Any], tip_extremities: list[str]) -> None:
+        """Persist a run of checked events that extended the tip one after another, in one commit.
+
+        If the room moved on meanwhile (a local send interleaved), fall back to
+        one at a time, which resolves the fork.
+        """
+        room = await self.cache.get(outcomes[0].event.room_id)
+        if room is None or sorted(room.extremities) != sorted(tip_extremities):
+            for o in outcomes:
+                await self.persist_received(o.event, o.state_before, o.soft_failed)
+            return
+        contexts = []
+        for o in outcomes:
+            if o.soft_failed:
+                contexts.append(EventContext(o.event, outlier=True))
+            else:
+                contexts.append(EventContext(o.event, state_before={k: e.event_id for k, e in o.state_before.items()}))
+        await self.persister.persist(contexts)
+
     async def persist_received(self, event: Event, state_before: Mapping[StateKey, Event],
                                soft_failed: bool) -> None:
         """Persist a checked event. Forks: the new current state is the resolution of both sides."""
