@@ -34,10 +34,13 @@ from federation.transport.auth import RequestVerifier
 from federation.transport.client import Connector, FederationClient, WellKnownFetcher
 from federation.transport.server import FederationRoutes, FederationSite, TransactionServlets
 from homeserver import __version__
+from homeserver.api.admin.register import AdminRegisterServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
+from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
+from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
@@ -71,6 +74,7 @@ from homeserver.storage.users import UserStore
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
 from homeserver.users.passwords import PasswordHasher
+from homeserver.users.profiles import ProfileService
 from homeserver.users.uia import UiaManager
 from homeserver.util.clock import Clock
 from homeserver.util.ids import random_string
@@ -124,6 +128,8 @@ class HomeServer:
         self.hasher = PasswordHasher(config.bcrypt_rounds)
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
+        #: profile changes; rooms append to ``profiles.on_profile_change``
+        self.profiles = ProfileService(self.server_name, self.users)
 
         # rooms: in-memory state, the persister and the event stream
         self.event_stream = EventStream()
@@ -165,12 +171,16 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
+        self.admin_registration = AdminRegisterServlets(self.accounts, self.profiles,
+                                                        config.registration_shared_secret, self.clock)
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
         self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
                                             self.url_previewer)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(self.accounts, self.uia),
+                         DeviceServlets(self.accounts, self.uia), ProfileServlets(self.profiles),
+                         self.admin_registration, self.room_servlets,
                          self.directory_servlets, self.media_servlets,
                          AdminMediaServlets(self.media, self.users)):
             servlets.register(self.router)
@@ -281,6 +291,7 @@ class HomeServer:
         self._stopping = True
         self.federation_sender.stop()
         ports = self._ports + ([self._federation_port] if self._federation_port is not None else [])
+        logger.info("stopping: closing listeners, %d request(s) in flight", self.site.in_flight)
         self.media.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
         self._ports.clear()
@@ -295,3 +306,4 @@ class HomeServer:
         self.federation_site.close_connections()
         await self.federation_client.close()
         await self.db.close()
+        logger.info("stopped: requests drained, database closed")
