@@ -14,7 +14,6 @@ from homeserver.core.ids import is_valid_room_alias, is_valid_user_id
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.core.signing import sign_event
 from homeserver.storage.rooms import RoomStore
-from homeserver.storage.users import UserStore
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ class QueryServlets:
     """Queries other servers make about this one's users, aliases and rooms."""
 
     def __init__(self, server_name: str, signing_key: Any, bridge: RoomsBridge, rooms: RoomStore,
-                 users: UserStore, directory: Any, get_key: GetKey, on_invite: OnInvite | None = None) -> None:
+                 users: Any, directory: Any, get_key: GetKey, on_invite: OnInvite | None = None) -> None:
         self._server_name = server_name
         self._key = signing_key
         self._bridge = bridge
@@ -62,13 +61,9 @@ class QueryServlets:
         user_id = request.query("user_id")
         if not user_id or not is_valid_user_id(user_id) or domain(user_id) != self._server_name:
             raise MatrixError(400, "M_INVALID_PARAM", "user_id must be a user of this server")
-        profile = await self._users.get_profile(user_id)
-        if profile is None:
-            raise not_found("Profile not found")
+        profile = await self._users.get_profile(user_id)  # 404 M_NOT_FOUND for unknown/deactivated users
         field = request.query("field")
-        out = {"displayname": profile[0], "avatar_url": profile[1]}
-        out = {k: v for k, v in out.items() if v is not None and (field is None or k == field)}
-        return out
+        return {k: v for k, v in profile.items() if field is None or k == field}
 
     async def public_rooms(self, request: ApiRequest, origin: str) -> dict[str, Any]:
         """GET|POST /_matrix/federation/v1/publicRooms: this server's published rooms ("Public Room Directory")."""
@@ -153,3 +148,17 @@ def _pdu(event: Event) -> dict[str, Any]:
     pdu = event.get_pdu_json()
     pdu.pop("unsigned", None)
     return pdu
+
+
+async def remote_profile_lookup(client: Any, user_id: str) -> dict[str, Any] | None:
+    """``ProfileService.remote_lookup``: ask the user's server (query/profile); None when it can't say."""
+    server = domain(user_id)
+    if server is None:
+        return None
+    try:
+        resp = await client.get_json(server, "/_matrix/federation/v1/query/profile", {"user_id": user_id},
+                                     timeout_s=10, max_bytes=64 * 1024)
+    except Exception as e:
+        logger.info("profile of %s from %s: %s", user_id, server, e)
+        return None
+    return resp if isinstance(resp, dict) else None

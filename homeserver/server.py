@@ -25,7 +25,7 @@ from federation.discovery import ServerResolver, srv_lookup_with_twisted_names
 from federation.inbound import EduRegistry, TransactionHandler
 from federation.keys import KeyServlets, Keyring, OwnKeys
 from federation.membership import FederationMembership, MembershipServlets
-from federation.queries import QueryServlets
+from federation.queries import QueryServlets, remote_profile_lookup
 from federation.rooms import FanOut, RoomsBridge, fetch_missing_events
 from federation.sender import FederationSender
 from federation.storage import DestinationStore, KeyStore, OutboxStore, TransactionStore
@@ -232,10 +232,11 @@ class HomeServer:
         MembershipServlets(self.server_name, self.federation_rooms, self.event_builder, self.keyring.get_verify_key,
                            self.federation_fanout, clock).register(self.federation_routes)
         self.federation_queries = QueryServlets(self.server_name, self.signing_key, self.federation_rooms,
-                                                self.room_store, self.users, self.directory,
+                                                self.room_store, self.profiles, self.directory,
                                                 self.keyring.get_verify_key, self.federation_rooms.persist_invite)
         self.federation_queries.register(self.federation_routes)
         if fed.enabled:
+            self.profiles.remote_lookup = functools.partial(remote_profile_lookup, self.federation_client)
             # Only a server others can reach takes part in rooms on other servers.
             self.federation_fanout.subscribe(self.event_stream)
             self.membership.remote = FederationMembership(self.server_name, self.signing_key, self.federation_client,
@@ -276,6 +277,9 @@ class HomeServer:
                     fed.port, self.federation_site, server_context_factory(cert, key), interface=fed.bind)
                 logger.info("federation listening on https://%s:%d", fed.bind, self.federation_port)
         await self.federation_sender.start()
+        # Answers to received transactions are kept a day for replays, then dropped.
+        self._federation_prune = self.clock.looping_call(
+            lambda: defer.ensureDeferred(self.federation_transactions.prune()), 3600)
 
     def _load_positions(self) -> None:
         """Continue stream orderings and state group IDs after what is stored."""
@@ -290,6 +294,8 @@ class HomeServer:
             return
         self._stopping = True
         self.federation_sender.stop()
+        if getattr(self, "_federation_prune", None) is not None and self._federation_prune.running:
+            self._federation_prune.stop()
         ports = self._ports + ([self._federation_port] if self._federation_port is not None else [])
         logger.info("stopping: closing listeners, %d request(s) in flight", self.site.in_flight)
         self.media.stop()

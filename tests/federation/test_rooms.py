@@ -266,3 +266,23 @@ async def test_invite_join_ban_across_servers(servers):
     await eventually(banned)
     code, resp = await bob.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/x", {"body": "x", "msgtype": "m.text"})
     assert code == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_profile_and_directory_queries(servers):
+    a, b = servers
+    alice, bob = Client(a), Client(b)
+    await alice.register("alice")
+    await bob.register("bob")
+    await alice.put(f"/_matrix/client/v3/profile/{alice.user_id}/displayname", {"displayname": "Alice A"})
+    code, resp = await bob.get(f"/_matrix/client/v3/profile/{alice.user_id}")
+    assert code == 200 and resp.get("displayname") == "Alice A", resp
+    code, resp = await bob.get(f"/_matrix/client/v3/profile/@nobody:{a.server_name}")
+    assert code == 404
+    code, resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat", "room_alias_name": "grp"})
+    room_id = resp["room_id"]
+    alias = f"#grp:{a.server_name}"
+    from urllib.parse import quote
+
+    code, resp = await bob.post(f"/_matrix/client/v3/join/{quote(alias)}", {})
+    assert code == 200 and resp["room_id"] == room_id, resp
