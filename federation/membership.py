@@ -38,6 +38,8 @@ MAX_BACKFILL = 100
 MAX_MISSING = 50
 #: Events accepted at most in a send_join answer (state + auth chain).
 MAX_JOIN_EVENTS = 50_000
+#: Events of history fetched right after a remote join.
+JOIN_BACKFILL = 50
 
 
 def _template(event: Event) -> dict[str, Any]:
@@ -330,7 +332,39 @@ class FederationMembership:
         ordered = sorted(checked.values(), key=lambda e: (e.depth, e.event_id))
         await self._bridge.persister.persist([EventContext(e, outlier=True) for e in ordered])
         await self._bridge.persister.persist([EventContext(event, state_before=state_ids)])
+        await self._backfill(server, room_id, rv, event.prev_event_ids)
         return event.event_id
+
+    async def _backfill(self, server: str, room_id: str, rv: RoomVersion, from_ids: list[str],
+                        limit: int = JOIN_BACKFILL) -> None:
+        """Fetch recent history before the join, so the joined user sees the group's past messages.
+
+        Backfilled events are checked like the join's state (format, signatures, hash, auth against
+        their auth events) and stored in the timeline by depth; they change neither the room's
+        current state nor its extremities, and are not published on the live stream.
+        """
+        try:
+            resp = await self._client.get_json(
+                server, encode_path("/_matrix/federation/v1/backfill/%s", room_id),
+                {"v": from_ids[:20], "limit": str(limit)}, max_bytes=16 << 20)
+        except FederationRequestError as e:
+            logger.info("backfill of %s from %s failed: %s", room_id, server, e)
+            return
+        pdus = resp.get("pdus") if isinstance(resp, dict) else None
+        if not isinstance(pdus, list):
+            return
+        checked = await self._check_all(pdus[:limit], rv, room_id)
+        known = await self._bridge.get_events(list(checked))
+        room = await self._bridge.cache.get(room_id)
+        if room is None:
+            return
+        current, ext = room.state_ids(), list(room.extremities)
+        contexts = [EventContext(ev, state_before=current, new_current_state=current, new_extremities=ext,
+                                 backfilled=True)
+                    for ev in sorted(checked.values(), key=lambda e: (e.depth, e.event_id))
+                    if ev.event_id not in known and not ev.rejected]
+        if contexts:
+            await self._bridge.persister.persist(contexts)
 
     async def _check_all(self, pdus: list[Any], rv: RoomVersion, room_id: str) -> dict[str, Event]:
         """Format, signatures, hashes and auth (against each event's auth events) for a state/auth chain."""

@@ -53,6 +53,8 @@ async def test_remote_join_and_messages_both_ways(servers):
     room_b = await b.room_states.get(room_id)
     assert room_b is not None and {alice.user_id, bob.user_id} <= room_b.joined
     await eventually(lambda: _joined(a, room_id, bob.user_id))
+    # Bob gets the group's history from before his join.
+    assert "before bob" in await _bodies(bob, room_id)
     # Messages both ways.
     code, resp = await bob.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/b1",
                                {"msgtype": "m.text", "body": "hello from b"})
