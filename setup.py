@@ -27,6 +27,7 @@ setup(
         "cryptography>=41.0",
         "pyopenssl>=23.2",
         "service-identity>=23.1",
+        "qrcode>=7.4",
         "Pillow>=10.0",
     ],
     extras_require={

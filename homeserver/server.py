@@ -37,17 +37,32 @@ from homeserver import __version__
 from homeserver.api.admin.register import AdminRegisterServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
+from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
+from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
+from homeserver.api.client.receipts import ReceiptServlets
 from homeserver.api.client.register import RegisterServlets
+from homeserver.api.client.sync import SyncServlets
+from homeserver.api.client.tags import TagServlets
+from homeserver.api.client.to_device import ToDeviceServlets
+from homeserver.api.client.typing import TypingServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
 from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
 from homeserver.api.client.directory import DirectoryServlets
+from homeserver.api.client.groups import GroupServlets
+from homeserver.groups.config import GroupsConfig
+from homeserver.groups.face_to_face import FaceToFace
+from homeserver.groups.invite_codes import InviteCodes
+from homeserver.groups.policy import GroupPolicy
+from homeserver.groups.qr import QrRenderer
+from homeserver.groups.service import GroupService
+from homeserver.storage.groups import GroupStore
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.create import RoomCreator
@@ -70,7 +85,29 @@ from homeserver.media.preview import UrlPreviewer
 from homeserver.media.service import MediaService
 from homeserver.media.storage import LocalFileStorage
 from homeserver.storage.media import MediaStore
+from homeserver.push.websocket import WebSocketChannel
+from homeserver.storage.account_data import AccountDataStore
+from homeserver.storage.device_lists import DeviceListStore
+from homeserver.storage.filters import FilterStore
+from homeserver.storage.presence import PresenceStore
+from homeserver.storage.receipts import ReceiptStore
+from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.users import UserStore
+from homeserver.sync.account_data import AccountDataService
+from homeserver.sync.builder import SyncBuilder
+from homeserver.sync.config import SyncConfig
+from homeserver.sync.device_lists import DeviceListTracker
+from homeserver.sync.membership import MembershipIndex
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.presence import PresenceService
+from homeserver.sync.receipts import ReceiptService
+from homeserver.sync.recent import RecentEvents
+from homeserver.sync.room_source import RoomFeed, StoredRoomSource
+from homeserver.sync.service import SyncService
+from homeserver.sync.to_device import ToDeviceService
+from homeserver.sync.typing import TypingService
+from homeserver.sync.unread import DefaultUnreadCounter
+from homeserver.sync.user_rooms import UserRooms
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
 from homeserver.users.passwords import PasswordHasher
@@ -81,8 +118,6 @@ from homeserver.util.ids import random_string
 
 logger = logging.getLogger(__name__)
 
-#: How long shutdown waits for in-flight requests before closing the database.
-SHUTDOWN_GRACE_S = 10.0
 
 
 def load_or_create_signing_key(path: str) -> Any:
@@ -136,7 +171,11 @@ class HomeServer:
         self.room_states = StateCache(self.room_store, self.event_store, self.state_store)
         self.persister = Persister(self.db, self.event_store, self.state_store, self.room_store,
                                    self.room_states, self.event_stream, self.event_stream_ids, self.clock)
-        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock)
+        # groups: member cap and @room rule on every local event, recall window on redactions
+        self.groups_config = GroupsConfig.parse(config.section("groups"))
+        self.group_policy = GroupPolicy(self.groups_config, self.clock)
+        self.event_builder = EventBuilder(self.server_name, self.signing_key, self.clock,
+                                          checks=[self.group_policy.check_event])
         self.event_sender = EventSender(self.event_builder, self.room_states, self.persister, self.event_store)
         #: Federation plugs remote joins/invites/knocks in here (None: federation off).
         self.remote_membership: RemoteMembership | None = None
@@ -144,12 +183,20 @@ class HomeServer:
                                             self.room_store, self.users, self.remote_membership)
         self.room_creator = RoomCreator(self.server_name, config.default_room_version, self.event_sender,
                                         self.membership, self.room_store, self.clock)
-        self.redactor = Redactor(self.event_sender)
+        self.redactor = Redactor(self.event_sender, checks=[self.group_policy.check_redaction])
         self.visibility = Visibility(self.event_store, self.state_store)
         self.relations = Relations(self.event_store)
         self.room_history = RoomHistory(self.room_states, self.event_store, self.state_store, self.visibility,
                                         self.relations, self.clock)
         self.directory = Directory(self.server_name, self.room_store, self.room_states, self.membership)
+        self.group_store = GroupStore(self.db)
+        self.groups = GroupService(self.server_name, self.groups_config, self.group_store, self.event_sender,
+                                   self.membership, self.clock)
+        self.invite_codes = InviteCodes(self.groups, self.group_store, self.clock, self.server_name,
+                                        config.public_baseurl)
+        self.face_to_face = FaceToFace(self.groups, self.room_creator, self.clock,
+                                       self.groups_config.face_to_face_radius_m,
+                                       self.groups_config.face_to_face_window_ms)
         # media (remote_fetcher is set by federation wiring when it exists)
         self.media_config = MediaConfig.parse(config.section("media"), config.data_dir)
         self.media_store = MediaStore(self.db)
@@ -160,6 +207,47 @@ class HomeServer:
                                            threads.deferToThread, self.media_config.max_upload_size)
                               if self.media_config.url_preview.enabled else None)
 
+        # realtime: streams, notifier, /sync builder (see docs/sync.md)
+        self.sync_config = SyncConfig.parse(config.section("sync"))
+        self.member_index = MembershipIndex()
+        self.notifier = Notifier(self.clock, self.member_index.joined_members)
+        self.user_rooms = UserRooms()
+        self.recent_events = RecentEvents(capacity=self.sync_config.recent_events_per_room)
+        self.account_data_store = AccountDataStore(self.db)
+        self.receipt_store = ReceiptStore(self.db)
+        self.to_device_store = ToDeviceStore(self.db)
+        self.device_list_store = DeviceListStore(self.db)
+        self.filter_store = FilterStore(self.db)
+        self.account_data = AccountDataService(self.account_data_store, self.notifier)
+        self.receipts = ReceiptService(self.receipt_store, self.member_index, self.notifier, self.clock)
+        self.typing = TypingService(self.clock, self.member_index, self.notifier)
+        self.presence = PresenceService(PresenceStore(self.db), self.member_index, self.notifier, self.clock,
+                                        config.presence_enabled)
+        self.to_device = ToDeviceService(self.to_device_store, self.notifier, self.clock, self.server_name,
+                                         self._device_ids)
+        self.device_lists = DeviceListTracker(self.device_list_store, self.member_index, self.notifier)
+        # Deleted devices change the user's device list (new devices: keys upload announces them).
+        self.accounts.on_devices_deleted.append(
+            lambda user_id, _device_ids: self.device_lists.on_device_change(user_id))
+        self.unread = DefaultUnreadCounter(self.db, self.clock, self.recent_events,
+                                           self.member_index.joined_members)
+        self.receipts.listeners.append(
+            lambda room_id, user_id, _type, event_id: self.unread.on_receipt(room_id, user_id, event_id))
+        self.room_source = StoredRoomSource(self.db, self.event_store, self.state_store, self.room_states,
+                                            self.visibility)
+        self.user_rooms.loader = self.room_source.load_memberships
+        self.receipts.event_exists = self.room_source.event_exists
+        self.room_feed = RoomFeed(self.event_store, self.room_states, self.recent_events, self.member_index,
+                                  self.user_rooms, self.unread, self.notifier)
+        self.event_stream.subscribe(self.room_feed.on_persisted)
+        self.sync_builder = SyncBuilder(
+            membership=self.member_index, user_rooms=self.user_rooms, recent=self.recent_events,
+            rooms=self.room_source,
+            account_data=self.account_data, receipts=self.receipts, typing=self.typing,
+            presence=self.presence, to_device=self.to_device, device_lists=self.device_lists,
+            unread=self.unread)
+        self.sync = SyncService(self.sync_builder, self.notifier, self.presence, self.filter_store, self.clock)
+
         # HTTP
         rl = config.rate_limiting
         self.login_limiter = RateLimiter(self.clock, rl.login, rl.enabled)
@@ -168,26 +256,42 @@ class HomeServer:
         self.router = Router(self.auth)
         self.metrics = Metrics() if config.metrics_enabled else None
         self.versions = VersionsServlets(config)
+        self.versions.unstable_features["im.qun.groups"] = True
+        self.versions.capabilities["im.qun.groups"] = {
+            "max_members": self.groups_config.max_members, "max_admins": self.groups_config.max_admins,
+            "recall_window_ms": self.groups_config.recall_window_ms}
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
+        self.sync_servlets = SyncServlets(self.sync, self.filter_store)
         self.admin_registration = AdminRegisterServlets(self.accounts, self.profiles,
                                                         config.registration_shared_secret, self.clock)
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
+        self.group_servlets = GroupServlets(self.groups, self.invite_codes, self.face_to_face, self.groups_config,
+                                            QrRenderer(threads.deferToThread))
         self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
                                             self.url_previewer)
         for servlets in (self.versions, self.login, self.registration, AccountServlets(self.accounts, self.uia),
                          DeviceServlets(self.accounts, self.uia), ProfileServlets(self.profiles),
                          self.admin_registration, self.room_servlets,
-                         self.directory_servlets, self.media_servlets,
-                         AdminMediaServlets(self.media, self.users)):
+                         self.directory_servlets, self.media_servlets, self.group_servlets,
+                         AdminMediaServlets(self.media, self.users),
+                         self.sync_servlets,
+                         ReceiptServlets(self.receipts, self.account_data, self.member_index),
+                         TypingServlets(self.typing), PresenceServlets(self.presence, self.member_index),
+                         AccountDataServlets(self.account_data), TagServlets(self.account_data),
+                         ToDeviceServlets(self.to_device)):
             servlets.register(self.router)
         if self.metrics is not None:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
         self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
+        self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,
+                                          self.notifier, self.presence, self.clock, self.sync_config,
+                                          config.max_request_body_size)
+        self.websocket.install(self.site)
 
         self._build_federation()
         self._ports: list[IListeningPort] = []
@@ -261,6 +365,9 @@ class HomeServer:
         await threads.deferToThread(apply_migrations, self.db)
         await threads.deferToThread(self._load_positions)
         self.media.start()
+        await self._start_streams()
+        await self.groups.start()
+        self.invite_codes.start()
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
@@ -287,6 +394,27 @@ class HomeServer:
         self.event_stream_ids.__init__(loaded.current())  # type: ignore[misc]  # same object, wired already
         self.event_stream.reset(loaded.current())
         self.state_store.load_ids()
+        lowest = self.db.run_blocking(lambda txn: txn.scalar("SELECT MIN(stream_ordering) FROM events"))
+        self.persister.set_backfill_start(int(lowest or 0))
+
+    async def _start_streams(self) -> None:
+        """Load stream positions into the notifier (after migrations, before listening)."""
+        for store in (self.account_data_store, self.receipt_store, self.to_device_store,
+                      self.device_list_store):
+            await store.load()
+        self.notifier.set_position("account_data", self.account_data_store.stream.current())
+        self.notifier.set_position("receipts", self.receipt_store.stream.current())
+        self.notifier.set_position("to_device", self.to_device_store.stream.current())
+        self.notifier.set_position("device_lists", self.device_list_store.stream.current())
+        events_position = self.event_stream.current_position()
+        self.recent_events.reset(events_position)
+        self.notifier.set_position("events", events_position)
+        self.room_feed.seed(await self.room_source.joined_memberships())
+        await self.unread.load()
+        await self.presence.start()
+
+    async def _device_ids(self, user_id: str) -> list[str]:
+        return [d.device_id for d in await self.users.get_devices(user_id)]
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
@@ -299,17 +427,23 @@ class HomeServer:
         ports = self._ports + ([self._federation_port] if self._federation_port is not None else [])
         logger.info("stopping: closing listeners, %d request(s) in flight", self.site.in_flight)
         self.media.stop()
+        self.groups.stop()
+        self.invite_codes.stop()
+        self.face_to_face.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
         self._ports.clear()
         self._federation_port = None
+        self.websocket.close_all()
         drain = defer.gatherResults([defer.Deferred.fromCoroutine(self.site.drain()),
                                      defer.Deferred.fromCoroutine(self.federation_site.drain())])
-        drain.addTimeout(SHUTDOWN_GRACE_S, self.reactor)
+        drain.addTimeout(self.config.shutdown_grace_period, self.reactor)
         try:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
         self.federation_site.close_connections()
         await self.federation_client.close()
+        await self.presence.stop()
+        await self.unread.stop()
         await self.db.close()
         logger.info("stopped: requests drained, database closed")

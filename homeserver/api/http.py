@@ -298,7 +298,11 @@ class HttpSite(server.Site):
         self.access_log = access_log
         self.displayTracebacks = False
         self.noisy = False
-        self._in_flight: set[defer.Deferred[Any]] = set()
+        self._in_flight: set[object] = set()
+        self._idle_waiters: list[defer.Deferred[None]] = []
+        #: path -> handler(twisted request) for requests that upgrade the connection
+        #: (the WebSocket channel); such requests bypass the router.
+        self.upgrade_handlers: dict[str, Callable[[server.Request], None]] = {}
 
     def log(self, request: server.Request) -> None:
         """Twisted's combined log is replaced by our own access log."""
@@ -314,17 +318,26 @@ class HttpSite(server.Site):
         return self.max_body_size
 
     def handle(self, twreq: server.Request) -> None:
+        if self.upgrade_handlers and twreq.method == b"GET":
+            upgrade = self.upgrade_handlers.get(twreq.path.decode("utf-8", "replace"))
+            if upgrade is not None:
+                upgrade(twreq)
+                return
         # Counted before the handler starts: it may run synchronously up to a
         # point where a shutdown begins, and that shutdown must still wait for it.
-        finished: defer.Deferred[None] = defer.Deferred()
-        self._in_flight.add(finished)
+        token = object()
+        self._in_flight.add(token)
         d = defer.Deferred.fromCoroutine(self._handle(twreq))
-        d.addBoth(self._done, finished)
+        d.addBoth(self._done, token)
         twreq.notifyFinish().addErrback(lambda _f: d.cancel())
 
-    def _done(self, result: Any, finished: defer.Deferred[None]) -> None:
-        self._in_flight.discard(finished)
-        finished.callback(None)
+    def _done(self, result: Any, token: object) -> None:
+        self._in_flight.discard(token)
+        if not self._in_flight:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.called:  # a drain that timed out was cancelled already
+                    waiter.callback(None)
         if isinstance(result, Failure) and not result.check(defer.CancelledError):
             logger.error("request handling failed", exc_info=result.value)
 
@@ -334,9 +347,14 @@ class HttpSite(server.Site):
         return len(self._in_flight)
 
     async def drain(self) -> None:
-        """Wait for the requests being handled to finish (used on shutdown)."""
-        while self._in_flight:
-            await defer.DeferredList(list(self._in_flight), consumeErrors=True)
+        """Wait until no request is being handled (used on shutdown).
+
+        Cancelling the wait (a shutdown timeout) leaves the requests alone.
+        """
+        if self._in_flight:
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self._idle_waiters.append(waiter)
+            await waiter
 
     async def _handle(self, twreq: server.Request) -> None:
         start = time.perf_counter()

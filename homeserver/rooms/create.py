@@ -127,40 +127,37 @@ class RoomCreator:
             events.append(ev)
             return ev
 
-        try:
-            add("m.room.member", {"membership": "join", **await self.membership._profile_content(creator)},
-                creator)
-            pl = default_power_levels(creator, not rv.creators_have_infinite_power)
-            if preset == "trusted_private_chat":
-                for user in req.invite:
-                    pl["users"][user] = 100
-            if req.power_level_content_override:
-                pl.update(req.power_level_content_override)
-            add("m.room.power_levels", pl)
-            if alias is not None:
-                add("m.room.canonical_alias", {"alias": alias})
-            initial = {(e["type"], e.get("state_key", "")): e.get("content", {}) for e in req.initial_state}
-            p = PRESETS[preset]
-            for etype, key, value in (("m.room.join_rules", "join_rule", p["join_rule"]),
-                                      ("m.room.history_visibility", "history_visibility", p["history_visibility"]),
-                                      ("m.room.guest_access", "guest_access", p["guest_access"])):
-                if (etype, "") not in initial:
-                    add(etype, {key: value})
-            for (etype, key), c in initial.items():
-                add(etype, c, key)
-            if req.name is not None:
-                add("m.room.name", {"name": req.name})
-            if req.topic is not None:
-                add("m.room.topic", {"topic": req.topic, "m.topic": [{"mimetype": "text/plain", "body": req.topic}]})
-            local_invites = [u for u in req.invite if self.membership.is_mine(u)]
-            for user in local_invites:
-                c: dict[str, Any] = {"membership": "invite", **await self.membership._profile_content(user)}
-                if req.is_direct:
-                    c["is_direct"] = True
-                ev = add("m.room.member", c, user)
-                ev.unsigned["invite_room_state"] = stripped_state(room, [events[1]])
-        except Exception:
-            raise
+        add("m.room.member", {"membership": "join", **await self.membership.profile_content(creator)},
+            creator)
+        pl = default_power_levels(creator, not rv.creators_have_infinite_power)
+        if preset == "trusted_private_chat":
+            for user in req.invite:
+                pl["users"][user] = 100
+        if req.power_level_content_override:
+            pl.update(req.power_level_content_override)
+        add("m.room.power_levels", pl)
+        if alias is not None:
+            add("m.room.canonical_alias", {"alias": alias})
+        initial = {(e["type"], e.get("state_key", "")): e.get("content", {}) for e in req.initial_state}
+        p = PRESETS[preset]
+        for etype, key, value in (("m.room.join_rules", "join_rule", p["join_rule"]),
+                                  ("m.room.history_visibility", "history_visibility", p["history_visibility"]),
+                                  ("m.room.guest_access", "guest_access", p["guest_access"])):
+            if (etype, "") not in initial:
+                add(etype, {key: value})
+        for (etype, key), c in initial.items():
+            add(etype, c, key)
+        if req.name is not None:
+            add("m.room.name", {"name": req.name})
+        if req.topic is not None:
+            add("m.room.topic", {"topic": req.topic, "m.topic": [{"mimetype": "text/plain", "body": req.topic}]})
+        local_invites = [u for u in req.invite if self.membership.is_mine(u)]
+        for user in local_invites:
+            invite: dict[str, Any] = {"membership": "invite", **await self.membership.profile_content(user)}
+            if req.is_direct:
+                invite["is_direct"] = True
+            ev = add("m.room.member", invite, user)
+            ev.unsigned["invite_room_state"] = stripped_state(room, [events[1]])
         self.sender.cache.put(room)
         try:
             await self.sender.persister.persist([EventContext(e, local=True) for e in events])

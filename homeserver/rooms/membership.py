@@ -72,7 +72,7 @@ class MembershipService:
     def is_mine(self, user_id: str) -> bool:
         return get_domain_from_id(user_id) == self.server_name
 
-    async def _profile_content(self, user_id: str) -> dict[str, Any]:
+    async def profile_content(self, user_id: str) -> dict[str, Any]:
         if not self.is_mine(user_id):
             return {}
         profile = await self.profiles.get_profile(user_id)
@@ -103,7 +103,7 @@ class MembershipService:
                    reason: str | None = None, extra: dict[str, Any] | None = None) -> str:
         """Join by room ID or alias; returns the room ID."""
         room_id, servers = await self.resolve_room(room_id_or_alias, servers)
-        content: dict[str, Any] = {**(extra or {}), "membership": "join", **await self._profile_content(user_id)}
+        content: dict[str, Any] = {**(extra or {}), "membership": "join", **await self.profile_content(user_id)}
         if reason is not None:
             content["reason"] = reason
         room = await self.sender.cache.get(room_id)
@@ -128,7 +128,7 @@ class MembershipService:
         if not is_valid_user_id(target):
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid user ID")
         room = await self.sender.room_or_forbidden(room_id)
-        content: dict[str, Any] = {"membership": "invite", **await self._profile_content(target)}
+        content: dict[str, Any] = {"membership": "invite", **await self.profile_content(target)}
         if reason is not None:
             content["reason"] = reason
         if is_direct:
@@ -138,8 +138,8 @@ class MembershipService:
         if room.membership(target) == "join":
             raise forbidden(f"{target} is already in the room.")
         event = self.sender.builder.build(room, "m.room.member", sender, content, target)
-        event.unsigned["invite_room_state"] = stripped_state(room, [room.tip_get("m.room.member", sender)]
-                                                             if room.tip_get("m.room.member", sender) else [])
+        inviter = room.tip_get("m.room.member", sender)
+        event.unsigned["invite_room_state"] = stripped_state(room, [inviter] if inviter is not None else [])
         if not self.is_mine(target):
             if self.remote is None:
                 raise forbidden("Cannot invite users on other servers: federation is off.")
@@ -187,7 +187,7 @@ class MembershipService:
     async def knock(self, user_id: str, room_id_or_alias: str, servers: Sequence[str] = (),
                     reason: str | None = None) -> str:
         room_id, servers = await self.resolve_room(room_id_or_alias, servers)
-        content: dict[str, Any] = {"membership": "knock", **await self._profile_content(user_id)}
+        content: dict[str, Any] = {"membership": "knock", **await self.profile_content(user_id)}
         if reason is not None:
             content["reason"] = reason
         room = await self.sender.cache.get(room_id)
@@ -206,7 +206,7 @@ class MembershipService:
     async def forget(self, user_id: str, room_id: str) -> None:
         m = await self.state.get_membership(room_id, user_id)
         if m is None:
-            raise not_in_room()
+            raise MatrixError(400, "M_UNKNOWN", "You have never been in this room.")
         if m.membership in ("join", "invite", "knock"):
             raise MatrixError(400, "M_UNKNOWN", "Leave the room before forgetting it.")
         await self.state.forget(room_id, user_id)

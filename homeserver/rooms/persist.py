@@ -23,10 +23,13 @@ What the entry point accepts (:class:`EventContext`):
 * a rejected event (``event.rejected_reason`` set): stored, never served, no
   state effect;
 * ``backfilled=True``: a historical event fetched from another server; it is
-  stored in the timeline (by depth) but not published on the live stream.
+  stored in the timeline (by depth) with a negative stream ordering, and
+  not published on the live stream (it is old news to /sync).
 """
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -78,7 +81,7 @@ class _Item:
 
 @dataclass
 class _Batch:
-    first: int
+    seq: int
     last: int
     done: bool = False
     published: list[PersistedEvent] = field(default_factory=list)
@@ -114,6 +117,16 @@ class Persister:
         self._queues: dict[str, list[_Item]] = {}
         self._workers: set[str] = set()
         self._batches: "OrderedDict[int, _Batch]" = OrderedDict()
+        self._batch_seq = itertools.count()
+        self._backfill_position = 0
+
+    def set_backfill_start(self, lowest: int) -> None:
+        """Continue negative (backfill) stream orderings below ``lowest`` (at start-up)."""
+        self._backfill_position = min(0, lowest)
+
+    def _next_backfill(self) -> int:
+        self._backfill_position -= 1
+        return self._backfill_position
 
     async def persist(self, contexts: Sequence[EventContext]) -> list[PersistedEvent]:
         """Persist events (all of one room, in order) and wait until durable and published.
@@ -147,10 +160,12 @@ class Persister:
                 self._queues.pop(room_id, None)
 
     async def _persist_batch(self, room_id: str, items: list[_Item]) -> None:
-        first = self._ids.next()
-        positions = [first] + [self._ids.next() for _ in items[1:]]
-        batch = _Batch(first, positions[-1], items=items)
-        self._batches[first] = batch
+        # Backfilled (historical) events get negative stream orderings, so they
+        # never look new to anything reading the stream by position.
+        positions = [self._next_backfill() if i.ctx.backfilled else self._ids.next() for i in items]
+        seq = next(self._batch_seq)
+        batch = _Batch(seq, max([p for p in positions if p > 0], default=0), items=items)
+        self._batches[seq] = batch
         local = sum(1 for i in items if i.ctx.local)
         try:
             room = await self._cache.get(room_id)
@@ -170,6 +185,8 @@ class Persister:
                 room.reset_pending()
                 for queued in self._queues.pop(room_id, []):
                     queued.deferred.errback(e)
+            # Whatever happened, the database is the truth: reload the room on next use.
+            self._cache.forget([room_id])
             batch.results = [e] * len(items)
         else:
             if room is not None and local:
@@ -222,21 +239,22 @@ class Persister:
             else:
                 after, after_g = before, before_g
             state_rows.append((room_id, ev.event_id, before_g, after_g))
-            # the room's new current state
-            new_current = dict(ctx.new_current_state) if ctx.new_current_state is not None else after
-            if new_current is after:
-                new_group = after_g
-            elif new_current == after:
+            # the room's new current state, and the delta from the previous one
+            delta: dict[StateKey, str] = {}
+            if ctx.new_current_state is None and after is current:
+                new_group = after_g  # a message on the current state: nothing changes
+            elif ctx.new_current_state is None and ctx.state_before is None:
+                delta = {(ev.type, ev.state_key or ""): ev.event_id}  # a local state event
                 new_group = after_g
             else:
-                new_group = self._state.new_group_txn(txn, room_id, new_current, after_g)
-            delta: dict[StateKey, str] = {}
-            for k, v in new_current.items():
-                if current.get(k) != v:
-                    delta[k] = v
-            for k in current:
-                if k not in new_current:
-                    all_delta[k] = None
+                new_current = dict(ctx.new_current_state) if ctx.new_current_state is not None else after
+                new_group = after_g if new_current == after else \
+                    self._state.new_group_txn(txn, room_id, new_current, after_g)
+                delta = {k: v for k, v in new_current.items() if current.get(k) != v}
+                for k in current:
+                    if k not in new_current:
+                        all_delta[k] = None
+                after = new_current
             all_delta.update(delta)
             for (etype, skey), eid in delta.items():
                 if etype == "m.room.member":
@@ -245,7 +263,7 @@ class Persister:
                                                    row.stream_ordering)
                     else:
                         members[skey] = Membership(room_id, skey, "?", eid, "", row.stream_ordering)
-            current, group = dict(new_current), new_group
+            current, group = after, new_group
             per_event.append((row.stream_ordering, delta))
             # extremities
             if ctx.new_extremities is not None:
@@ -263,10 +281,9 @@ class Persister:
             cond, args = txn.in_list("event_id", [m.event_id for m in unresolved])
             found = {r[0]: (r[1], r[2]) for r in txn.query(
                 f"SELECT event_id, json, sender FROM events WHERE room_id = ? AND {cond}", [room_id, *args])}
-            import json as _json
             for m in unresolved:
                 if m.event_id in found:
-                    content = _json.loads(found[m.event_id][0]).get("content", {})
+                    content = json.loads(found[m.event_id][0]).get("content", {})
                     members[m.user_id] = Membership(room_id, m.user_id, str(content.get("membership", "leave")),
                                                     m.event_id, found[m.event_id][1], m.stream_ordering)
                 else:
@@ -303,6 +320,11 @@ class Persister:
                     room.apply(new_ev)
                 if any(k[0] == "m.room.member" for k in delta):
                     joined = frozenset(room.joined)
+            if ev.redacts is not None and not ev.rejected and not item.ctx.outlier:
+                # A redacted state event stays in the state, in its redacted form.
+                for key, cur in list(room.state.items()):
+                    if cur.event_id == ev.redacts:
+                        room.apply(cur.redacted())
             item_result = PersistedEvent(ev, stream, ev.depth, joined, membership, item.ctx.txn_key, stored)
             batch.results.append(item_result)
             if delta is not None and not item.ctx.backfilled:
@@ -317,10 +339,10 @@ class Persister:
     def _flush(self) -> None:
         """Publish finished batches in stream order, then answer their callers."""
         while self._batches:
-            first, batch = next(iter(self._batches.items()))
+            seq, batch = next(iter(self._batches.items()))
             if not batch.done:
                 return
-            del self._batches[first]
+            del self._batches[seq]
             self._stream.publish(batch.published, batch.last)
             for item, result in zip(batch.items, batch.results):
                 if isinstance(result, BaseException):

@@ -63,19 +63,20 @@ class EventSender:
             d: defer.Deferred[str] = defer.Deferred()
             waiters.append(d)
             return await d
-        existing = await self.events.get_txn_event_id(room_id, *txn_key)
-        if existing is not None:
-            return existing
+        # Registered before the lookup, so a duplicate arriving meanwhile waits too.
         self._inflight[key] = []
         try:
-            pe = await self._send(sender, room_id, event_type, content, state_key, redacts, txn_key)
+            event_id = await self.events.get_txn_event_id(room_id, *txn_key)
+            if event_id is None:
+                event_id = (await self._send(sender, room_id, event_type, content, state_key, redacts,
+                                             txn_key)).event_id
         except Exception as e:
             for w in self._inflight.pop(key):
                 w.errback(e)
             raise
         for w in self._inflight.pop(key):
-            w.callback(pe.event_id)
-        return pe.event_id
+            w.callback(event_id)
+        return event_id
 
     async def _send(self, sender: str, room_id: str, event_type: str, content: dict[str, Any],
                     state_key: str | None, redacts: str | None,

@@ -115,6 +115,14 @@ class RoomState:
     def tip_depth(self) -> int:
         return self.pending_depth if self.pending_count else self.depth
 
+    def tip_joined_count(self) -> int:
+        """How many users are joined at the tip (committed joins plus queued membership changes)."""
+        count = len(self.joined)
+        for (etype, user), ev in self.pending_state.items():
+            if etype == "m.room.member":
+                count += (ev.membership == "join") - (user in self.joined)
+        return count
+
     def tip_power_levels(self) -> PowerLevels:
         if not self.pending_count:
             return self.power_levels
@@ -191,7 +199,8 @@ class StateCache:
         room = RoomState(room_id, get_room_version(info.room_version))
         ids = await self._state.get_current_state_ids(room_id)
         found = await self._events.get_events(ids.values(), allow_rejected=True)
-        room.set_state({k: found[e].event for k, e in ids.items() if e in found})
+        # Redacted state counts in its redacted form (auth reads it that way too).
+        room.set_state({k: found[e].visible_event for k, e in ids.items() if e in found})
         room.extremities = await self._events.get_forward_extremities(room_id)
         ext = await self._events.get_events(room.extremities)
         room.depth = max((s.event.depth for s in ext.values()), default=0)

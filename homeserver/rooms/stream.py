@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from homeserver.core.events import Event
+from homeserver.storage.events import StoredEvent
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class PersistedEvent:
     joined_members: frozenset[str] = frozenset()
     membership: tuple[str, str | None, str] | None = None
     txn_key: tuple[str, str, str] | None = None
-    stored: Any = field(default=None, repr=False)
+    stored: StoredEvent | None = field(default=None, repr=False)
 
     @property
     def room_id(self) -> str:

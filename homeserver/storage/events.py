@@ -110,12 +110,17 @@ class EventStore:
         """
         if not rows:
             return
-        event_rows, edges, auths, rels, reds, txns = [], [], [], [], [], []
+        event_rows: list[tuple[Any, ...]] = []
+        edges: list[tuple[Any, ...]] = []
+        auths: list[tuple[Any, ...]] = []
+        rels: list[tuple[Any, ...]] = []
+        reds: list[tuple[Any, ...]] = []
+        txns: list[tuple[Any, ...]] = []
         for r in rows:
             ev = r.event
             event_rows.append((ev.room_id, ev.event_id, r.stream_ordering, ev.depth, ev.type,
                                ev.state_key, ev.sender, ev.origin_server_ts, r.outlier,
-                               ev.rejected_reason, jsonutil.dumps(ev.get_pdu_json())))
+                               ev.rejected_reason, jsonutil.dumps(_stored_form(ev))))
             edges.extend((ev.room_id, ev.event_id, p) for p in ev.prev_event_ids)
             auths.extend((ev.room_id, ev.event_id, a) for a in ev.auth_event_ids)
             if r.outlier or ev.rejected:
@@ -130,27 +135,21 @@ class EventStore:
                 txns.append((ev.room_id, *r.txn_key, ev.event_id, r.inserted_ts))
         # An outlier that is now persisted for real (federation learned its state)
         # is promoted in place.
-        for row in event_rows:
-            if not row[8]:
-                txn.execute("DELETE FROM events WHERE room_id = ? AND event_id = ? AND outlier = ?",
-                            (row[0], row[1], True))
-        txn.executemany(
-            "INSERT INTO events (room_id, event_id, stream_ordering, topological_ordering, type,"
-            " state_key, sender, origin_server_ts, outlier, rejected_reason, json)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (room_id, event_id) DO NOTHING", event_rows)
-        txn.executemany("INSERT INTO event_edges (room_id, event_id, prev_event_id) VALUES (?,?,?)"
-                        " ON CONFLICT DO NOTHING", edges)
-        txn.executemany("INSERT INTO event_auth (room_id, event_id, auth_id) VALUES (?,?,?)"
-                        " ON CONFLICT DO NOTHING", auths)
-        txn.executemany(
-            "INSERT INTO event_relations (room_id, event_id, relates_to_id, rel_type, event_type,"
-            " sender, aggregation_key, stream_ordering, topological_ordering)"
-            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rels)
-        txn.executemany("INSERT INTO redactions (room_id, event_id, redacts) VALUES (?,?,?)"
-                        " ON CONFLICT DO NOTHING", reds)
-        txn.executemany(
-            "INSERT INTO event_txn_ids (room_id, user_id, device_id, txn_id, event_id, inserted_ts)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", txns)
+        promoted = [row[1] for row in event_rows if not row[8]]
+        cond, args = txn.in_list("event_id", promoted)
+        txn.execute(f"DELETE FROM events WHERE room_id = ? AND outlier = ? AND {cond}",
+                    [rows[0].event.room_id, True, *args])
+        insert_many(txn, "events (room_id, event_id, stream_ordering, topological_ordering, type,"
+                    " state_key, sender, origin_server_ts, outlier, rejected_reason, json)", event_rows,
+                    "ON CONFLICT (room_id, event_id) DO NOTHING")
+        insert_many(txn, "event_edges (room_id, event_id, prev_event_id)", edges, "ON CONFLICT DO NOTHING")
+        insert_many(txn, "event_auth (room_id, event_id, auth_id)", auths, "ON CONFLICT DO NOTHING")
+        insert_many(txn, "event_relations (room_id, event_id, relates_to_id, rel_type, event_type,"
+                    " sender, aggregation_key, stream_ordering, topological_ordering)", rels,
+                    "ON CONFLICT DO NOTHING")
+        insert_many(txn, "redactions (room_id, event_id, redacts)", reds, "ON CONFLICT DO NOTHING")
+        insert_many(txn, "event_txn_ids (room_id, user_id, device_id, txn_id, event_id, inserted_ts)", txns,
+                    "ON CONFLICT DO NOTHING")
 
     def update_extremities_txn(self, txn: Txn, room_id: str, extremities: Iterable[str]) -> None:
         """Replace the room's forward extremities."""
@@ -374,23 +373,51 @@ class EventStore:
 
     async def get_thread_roots(self, room_id: str, participant: str | None,
                                before_stream: int | None, limit: int) -> list[tuple[str, int]]:
-        """Thread roots ordered by latest activity (newest first), with that position."""
-        def txn_fn(txn: Txn) -> list[tuple[str, int]]:
-            sql = ("SELECT relates_to_id, MAX(stream_ordering) AS latest FROM event_relations"
-                   " WHERE room_id = ? AND rel_type = ? GROUP BY relates_to_id")
-            rows = txn.query(sql, (room_id, "m.thread"))
-            if participant is not None:
-                mine = {r[0] for r in txn.query(
-                    "SELECT relates_to_id FROM event_relations WHERE room_id = ? AND rel_type = ?"
-                    " AND sender = ?", (room_id, "m.thread", participant))}
-                roots_by_me = {r[0] for r in txn.query(
-                    "SELECT event_id FROM events WHERE room_id = ? AND sender = ?", (room_id, participant))}
-                rows = [r for r in rows if r[0] in mine or r[0] in roots_by_me]
-            if before_stream is not None:
-                rows = [r for r in rows if r[1] < before_stream]
-            rows.sort(key=lambda r: -r[1])
-            return [(r[0], int(r[1])) for r in rows[:limit]]
-        return await self.db.run(txn_fn)
+        """Thread roots ordered by latest activity (newest first), with that position.
+
+        With ``participant``, only threads the user started or replied in.
+        """
+        conds, args = ["r.room_id = ?", "r.rel_type = ?"], [room_id, "m.thread"]
+        if participant is not None:
+            conds.append(
+                "(r.relates_to_id IN (SELECT p.relates_to_id FROM event_relations p WHERE p.room_id = ?"
+                " AND p.rel_type = ? AND p.sender = ?) OR r.relates_to_id IN (SELECT e.event_id FROM events e"
+                " WHERE e.room_id = ? AND e.sender = ? AND e.event_id = r.relates_to_id))")
+            args += [room_id, "m.thread", participant, room_id, participant]
+        having, hargs = "", []
+        if before_stream is not None:
+            having, hargs = "HAVING MAX(r.stream_ordering) < ?", [before_stream]
+        sql = (f"SELECT r.relates_to_id, MAX(r.stream_ordering) AS latest FROM event_relations r"
+               f" WHERE {' AND '.join(conds)} GROUP BY r.relates_to_id {having}"
+               f" ORDER BY latest DESC LIMIT ?")
+        rows = await self.db.run(lambda txn: txn.query(sql, [*args, *hargs, limit]))
+        return [(r[0], int(r[1])) for r in rows]
+
+
+def insert_many(txn: Txn, table_and_columns: str, rows: Sequence[Sequence[Any]], suffix: str = "",
+                chunk: int = 200) -> None:
+    """Insert rows with multi-row VALUES statements: one round trip per chunk, not per row.
+
+    (psycopg2's executemany sends one statement per row.)
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    one = "(" + ",".join("?" * width) + ")"
+    for i in range(0, len(rows), chunk):
+        part = rows[i:i + chunk]
+        txn.execute(f"INSERT INTO {table_and_columns} VALUES {','.join([one] * len(part))} {suffix}",
+                    [v for row in part for v in row])
+
+
+def _stored_form(ev: Event) -> dict[str, Any]:
+    """The PDU as stored: federation form plus our ``unsigned`` additions (no copy)."""
+    pdu = {k: v for k, v in ev.pdu.items() if k != "unsigned"}
+    if ev.unsigned:
+        pdu["unsigned"] = ev.unsigned
+    if ev.room_version.event_id_format == "v1":
+        pdu["event_id"] = ev.event_id
+    return pdu
 
 
 def _row_to_stored(row: Sequence[Any]) -> StoredEvent:

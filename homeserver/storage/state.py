@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from homeserver.storage.database import Database, Txn
+from homeserver.storage.events import insert_many
 
 StateKey = tuple[str, str]
 StateMap = dict[StateKey, str]
@@ -93,16 +94,15 @@ class StateStore:
             delta, prev, depth = dict(state), None, 0
         txn.execute("INSERT INTO state_groups (room_id, state_group, prev_group, delta_depth) VALUES (?,?,?,?)",
                     (room_id, group, prev, depth))
-        txn.executemany(
-            "INSERT INTO state_group_entries (room_id, state_group, type, state_key, event_id) VALUES (?,?,?,?,?)",
-            [(room_id, group, k[0], k[1], v) for k, v in delta.items()])
+        insert_many(txn, "state_group_entries (room_id, state_group, type, state_key, event_id)",
+                    [(room_id, group, k[0], k[1], v) for k, v in delta.items()])
         self._cache_group(group, dict(state), depth)
         return group
 
     def store_event_state_txn(self, txn: Txn, rows: Sequence[tuple[str, str, int, int]]) -> None:
         """Record ``(room_id, event_id, state_before, state_after)`` per event."""
-        txn.executemany("INSERT INTO event_state (room_id, event_id, state_before, state_after)"
-                        " VALUES (?,?,?,?) ON CONFLICT DO NOTHING", rows)
+        insert_many(txn, "event_state (room_id, event_id, state_before, state_after)", rows,
+                    "ON CONFLICT DO NOTHING")
 
     def update_current_state_txn(self, txn: Txn, room_id: str,
                                  delta: Mapping[StateKey, str | None]) -> None:

@@ -79,3 +79,15 @@ async def test_state_put_get_and_restart_loads_state(hs):
     assert topic == {"topic": "t1"}
     status, sent = await send(alice, room, "after reload")
     assert status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_duplicate_txn_ids_make_one_event(hs):
+    from twisted.internet import defer
+    (alice,) = await users(hs, "alice")
+    room = await create(alice)
+    results = await defer.gatherResults([defer.ensureDeferred(send(alice, room, "same", txn="dup"))
+                                         for _ in range(5)])
+    assert {r[1]["event_id"] for r in results} == {results[0][1]["event_id"]}
+    status, page = await alice.get(f"{V3}/rooms/{room}/messages", params={"dir": "b", "limit": "50"})
+    assert [e["content"].get("body") for e in page["chunk"]].count("same") == 1

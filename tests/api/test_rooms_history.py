@@ -37,6 +37,15 @@ async def test_redaction_seen_by_others(hs):
     assert ev["content"] == {} and "redacted_because" in ev["unsigned"]
     status, _ = await alice.put(f"{V3}/rooms/{room}/redact/{other['event_id']}/r3", {})
     assert status == 200
+    # a redacted state event stays in the state, redacted
+    _, topic = await alice.put(f"{V3}/rooms/{room}/state/m.room.topic", {"topic": "secret"})
+    assert (await alice.put(f"{V3}/rooms/{room}/redact/{topic['event_id']}/r4", {}))[0] == 200
+    assert (await bob.get(f"{V3}/rooms/{room}/state/m.room.topic"))[1] == {}
+    hs.room_states.forget([room])
+    hs.event_store._cache.clear()
+    assert (await bob.get(f"{V3}/rooms/{room}/state/m.room.topic"))[1] == {}
+    status, big = await send(alice, room, "x" * 70000)
+    assert status == 413 and big["errcode"] == "M_TOO_LARGE"
 
 
 @pytest_twisted.ensureDeferred

@@ -97,6 +97,16 @@ async def test_replies_edits_reactions_threads(hs):
     assert [e["event_id"] for e in threads["chunk"]] == [root_id]
     status, threads = await bob.get(f"{V1}/rooms/{room}/threads", params={"include": "participated"})
     assert [e["event_id"] for e in threads["chunk"]] == [root_id]
+    # references are bundled as a chunk of event IDs
+    status, ref = await send(bob, room, content={"msgtype": "m.text", "body": "see above",
+                                                 "m.relates_to": {"rel_type": "m.reference", "event_id": root_id}})
+    assert status == 200
+    status, ev = await alice.get(f"{V3}/rooms/{room}/event/{root_id}")
+    assert ev["unsigned"]["m.relations"]["m.reference"] == {"chunk": [{"event_id": ref["event_id"]}]}
+    # the bundled edit is also there when paging
+    status, page = await alice.get(f"{V3}/rooms/{room}/messages", params={"dir": "b", "limit": "50"})
+    root_in_page = [e for e in page["chunk"] if e["event_id"] == root_id][0]
+    assert root_in_page["unsigned"]["m.relations"]["m.replace"]["event_id"] == e1["event_id"]
     # a thread cannot hang off a threaded event
     status, err = await send(alice, room, content={"msgtype": "m.text", "body": "x", "m.relates_to": {
         "rel_type": "m.thread", "event_id": t["event_id"]}})
@@ -151,6 +161,11 @@ async def test_aliases_directory_and_summary(hs):
     status, summary = await carol.get(f"{V1}/room_summary/{alias}")
     assert status == 200 and summary["room_id"] == room and summary["membership"] == "join"
     assert summary["room_version"] == "10" and summary["num_joined_members"] == 2
+    from support import Client
+    status, anon = await Client(hs).get(f"{V1}/room_summary/{room}")
+    assert status == 200 and anon["room_id"] == room and "membership" not in anon
+    status, anon = await Client(hs).get(f"{V3}/publicRooms")
+    assert status == 200 and len(anon["chunk"]) == 2
     private = await create(alice)
     status, err = await carol.get(f"{V1}/room_summary/{private}")
     assert status == 404

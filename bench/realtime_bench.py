@@ -1,0 +1,248 @@
+"""Realtime delivery benchmark: a 500-member group, messages at a fixed rate, every delivery timed.
+
+    .venv/bin/python bench/realtime_bench.py longpoll  [members] [rate] [seconds]
+    .venv/bin/python bench/realtime_bench.py websocket [members] [rate] [seconds]
+    .venv/bin/python bench/realtime_bench.py idle      [connections]
+
+Starts ``python -m homeserver`` (SQLite, throwaway data dir) on a free loopback
+port, registers ``members`` users, creates one group they all join, then:
+
+- longpoll: each member runs a /sync long-poll loop (timeout 30 s, the
+  next request sent as soon as the previous answer arrives);
+- websocket: each member holds one im.qun WebSocket;
+
+while one sender posts ``rate`` messages per second for ``seconds``. Each
+message carries its send time (CLOCK_MONOTONIC, shared by both processes);
+each receiver records when it arrived. Prints deliveries received/expected
+and the latency percentiles. ``idle`` opens that many idle WebSockets and
+reports the server's RSS. The client runs in one asyncio process (aiohttp).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import aiohttp
+import yaml
+
+V3 = "/_matrix/client/v3"
+
+
+def rss(pid: int, field: str = "VmRSS:") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+
+async def register(session: aiohttp.ClientSession, base: str, name: str) -> str:
+    body: dict = {"username": name, "password": "bench password"}
+    async with session.post(base + V3 + "/register", json=body) as r:
+        body["auth"] = {"type": "m.login.dummy", "session": (await r.json())["session"]}
+    async with session.post(base + V3 + "/register", json=body) as r:
+        return (await r.json())["access_token"]
+
+
+async def setup(base: str, members: int) -> tuple[str, list[str]]:
+    conn = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        tokens = await asyncio.gather(*(register(session, base, f"u{i}") for i in range(members)))
+        owner = {"Authorization": f"Bearer {tokens[0]}"}
+        async with session.post(base + V3 + "/createRoom", json={"preset": "public_chat", "name": "bench"},
+                                headers=owner) as r:
+            room = (await r.json())["room_id"]
+
+        async def join(tok: str) -> None:
+            async with session.post(f"{base}{V3}/rooms/{room}/join", json={},
+                                    headers={"Authorization": f"Bearer {tok}"}) as r:
+                assert r.status == 200, await r.text()
+
+        sem = asyncio.Semaphore(16)
+
+        async def bounded(tok: str) -> None:
+            async with sem:
+                await join(tok)
+
+        await asyncio.gather(*(bounded(t) for t in tokens[1:]))
+        return room, tokens
+
+
+def arrivals(body: dict, room: str, now: float, lat: list[float], seen: set) -> None:
+    for e in body.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {}).get("events", []):
+        sent = e.get("content", {}).get("bench_sent")
+        if sent is not None:
+            lat.append(now - sent / 1e6)
+            seen.add(e["event_id"])
+
+
+async def sender(base: str, token: str, room: str, rate: float, seconds: float) -> int:
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {token}"}
+        n = int(rate * seconds)
+        start = time.monotonic()
+        for i in range(n):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = {"msgtype": "m.text", "body": f"message {i}", "bench_sent": time.monotonic_ns() // 1000}
+            async with session.put(f"{base}{V3}/rooms/{room}/send/m.room.message/b{i}", json=body,
+                                   headers=headers) as r:
+                assert r.status == 200, await r.text()
+        return n
+
+
+async def longpoll_member(session, base, token, room, lat, stop: asyncio.Event, ready) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    filt = json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}})
+    async with session.get(f"{base}{V3}/sync", params={"filter": filt, "timeout": "0"}, headers=headers) as r:
+        since = (await r.json())["next_batch"]
+    ready()
+    seen: set = set()
+    while not stop.is_set():
+        try:
+            async with session.get(f"{base}{V3}/sync", headers=headers,
+                                   params={"since": since, "timeout": "30000", "filter": filt}) as r:
+                body = await r.json()
+        except asyncio.CancelledError:
+            break
+        arrivals(body, room, time.monotonic(), lat, seen)
+        since = body["next_batch"]
+    return len(seen)
+
+
+async def ws_member(session, base, token, room, lat, stop: asyncio.Event, ready) -> int:
+    url = base.replace("http", "ws", 1) + "/_matrix/client/unstable/im.qun/ws"
+    filt = json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}})
+    seen: set = set()
+    async with session.ws_connect(url, params={"filter": filt}, headers={"Authorization": f"Bearer {token}"},
+                                  max_msg_size=0) as ws:
+        await ws.receive()  # the initial frame
+        ready()
+        while not stop.is_set():
+            try:
+                msg = await ws.receive()
+            except asyncio.CancelledError:
+                break
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            frame = json.loads(msg.data)
+            if frame["type"] == "sync":
+                arrivals(frame["body"], room, time.monotonic(), lat, seen)
+    return len(seen)
+
+
+async def delivery(base: str, mode: str, members: int, rate: float, seconds: float) -> None:
+    t0 = time.monotonic()
+    room, tokens = await setup(base, members)
+    print(f"setup: {members} users joined in {time.monotonic() - t0:.1f}s")
+    lat: list[float] = []
+    stop = asyncio.Event()
+    ready_count = 0
+    all_ready = asyncio.Event()
+
+    def ready() -> None:
+        nonlocal ready_count
+        ready_count += 1
+        if ready_count == members:
+            all_ready.set()
+
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as session:
+        fn = longpoll_member if mode == "longpoll" else ws_member
+        tasks = [asyncio.ensure_future(fn(session, base, t, room, lat, stop, ready)) for t in tokens]
+        await asyncio.wait_for(all_ready.wait(), 300)
+        await asyncio.sleep(1)
+        sent = await sender(base, tokens[0], room, rate, seconds)
+        await asyncio.sleep(2)  # let the last deliveries land
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        counts = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, int)]
+    expected = sent * members
+    got = len(lat)
+    lat.sort()
+    ms = [x * 1000 for x in lat]
+
+    def pct(p: float) -> float:
+        return ms[min(len(ms) - 1, int(p * len(ms)))] if ms else float("nan")
+
+    print(f"{mode}: {members} members, {rate:g} msg/s for {seconds:g}s: {got}/{expected} deliveries "
+          f"({sum(counts)} distinct), latency ms p50 {pct(0.5):.1f} p90 {pct(0.9):.1f} "
+          f"p99 {pct(0.99):.1f} max {ms[-1] if ms else float('nan'):.1f} mean {statistics.mean(ms):.1f}")
+
+
+async def idle(base: str, pid: int, connections: int) -> None:
+    tokens = (await setup(base, 50))[1]
+    before = rss(pid)
+    url = base.replace("http", "ws", 1) + "/_matrix/client/unstable/im.qun/ws"
+    conn = aiohttp.TCPConnector(limit=0)
+    sockets = []
+    async with aiohttp.ClientSession(connector=conn) as session:
+        sem = asyncio.Semaphore(100)
+
+        async def one(i: int) -> None:
+            async with sem:
+                ws = await session.ws_connect(url, headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
+                                              heartbeat=None, autoping=True)
+                await ws.receive()
+                sockets.append(ws)
+
+        await asyncio.gather(*(one(i) for i in range(connections)))
+        await asyncio.sleep(2)
+        after = rss(pid)
+        print(f"idle: {len(sockets)} WebSockets open; server RSS {before >> 20} MiB -> {after >> 20} MiB "
+              f"({(after - before) / len(sockets) / 1024:.1f} KiB per connection)")
+        for ws in sockets:
+            await ws.close()
+
+
+def main() -> None:
+    mode = sys.argv[1] if len(sys.argv) > 1 else "longpoll"
+    with tempfile.TemporaryDirectory() as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = {"server_name": "bench.test", "data_dir": os.path.join(tmp, "data"),
+                  "listeners": [{"bind": "127.0.0.1", "port": port}], "enable_registration": True,
+                  "bcrypt_rounds": 4, "access_log": False, "rate_limiting": {"enabled": False},
+                  "database": {"url": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{tmp}/hs.db")}}
+        with open(os.path.join(tmp, "hs.yaml"), "w") as f:
+            yaml.safe_dump(config, f)
+        cmd = [sys.executable, "-m", "homeserver", "-c", "hs.yaml"]
+        if os.environ.get("BENCH_PYSPY"):  # e.g. BENCH_PYSPY=/tmp/profile.txt: sample the server
+            cmd = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-f", "raw", "-o",
+                   os.environ["BENCH_PYSPY"], "--"] + cmd
+        log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "wb")
+        proc = subprocess.Popen(cmd, cwd=tmp, stderr=log, stdout=log)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(400):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            if mode == "idle":
+                asyncio.run(idle(base, proc.pid, int(sys.argv[2]) if len(sys.argv) > 2 else 10_000))
+            else:
+                members = int(sys.argv[2]) if len(sys.argv) > 2 else 500
+                rate = float(sys.argv[3]) if len(sys.argv) > 3 else 20
+                seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 15
+                asyncio.run(delivery(base, mode, members, rate, seconds))
+            if not os.environ.get("BENCH_PYSPY"):
+                print(f"server peak RSS {rss(proc.pid, 'VmHWM:') >> 20} MiB")
+        finally:
+            if os.environ.get("BENCH_PYSPY"):
+                proc.send_signal(2)  # py-spy writes its profile on SIGINT
+            else:
+                proc.terminate()
+            proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Push delivery: the WebSocket channel (and later push rules and pushers)."""

@@ -1,0 +1,352 @@
+"""The WebSocket channel: pushed /sync frames and client requests over one socket.
+
+``GET /_matrix/client/unstable/im.qun/ws`` on the client listener upgrades to
+a WebSocket (autobahn on Twisted) after the access token (``Authorization:
+Bearer`` or ``access_token``) checks out; otherwise the answer is a plain
+HTTP 401 Matrix error. The protocol is specified in docs/websocket.md:
+
+- server → client ``{"type": "sync", "body": <a /sync body>}`` whenever the
+  user has something new (built by the same :class:`SyncBuilder` as /sync);
+- client → server ``{"type": "request", "id", "method", "path", "body"}``,
+  run through the same :class:`Router` as HTTP, answered with
+  ``{"type": "response", "id", "status", "body"}``;
+- bad frames get ``{"type": "error", "body": {"errcode", "error"}}``;
+- a reader too slow to take its updates is closed with code 4008.
+
+Sync frames are never queued: a connection remembers the token of the last
+frame it sent, and when woken builds one frame covering everything since.
+While the transport is paused (the peer is not reading), wake-ups only mark
+the connection dirty, so a slow reader costs no memory beyond its socket
+buffer; it is closed once it stays behind for ``slow_reader_timeout`` or
+its answers to requests pile past ``max_buffer_size``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet import defer
+from twisted.web import server
+
+from homeserver.api.errors import MatrixError
+from homeserver.api.http import ApiRequest, Router, error_response
+from homeserver.sync.builder import SyncBuilder, SyncRequest
+from homeserver.sync.config import SyncConfig
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.presence import PresenceService
+from homeserver.sync.tokens import StreamToken
+from homeserver.util import json as jsonutil
+from homeserver.util.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+WS_PATH = "/_matrix/client/unstable/im.qun/ws"
+#: Close codes (documented in docs/websocket.md).
+CLOSE_SLOW_READER = 4008
+CLOSE_TOKEN_INVALID = 4001
+CLOSE_SHUTDOWN = 1001
+METHODS = ("GET", "PUT", "POST", "DELETE")
+
+
+class _Session:
+    """What the HTTP upgrade established: who, and the /sync parameters."""
+
+    def __init__(self, request: ApiRequest, sync_request: SyncRequest) -> None:
+        self.request = request
+        self.sync_request = sync_request
+
+
+class SyncSocket(WebSocketServerProtocol):
+    """One client connection."""
+
+    channel: "WebSocketChannel"
+    session: _Session
+
+    def onOpen(self) -> None:
+        self._paused = False
+        self._dirty = False
+        self._building = False
+        self._closed = False
+        self._paused_bytes = 0
+        self._slow_timer: Any = None
+        self._in_flight: set[defer.Deferred[Any]] = set()
+        req = self.session.sync_request
+        self.user_id = req.user_id
+        self.since = req.since
+        self.channel._opened(self)
+        # Twisted Web's channel was the transport's producer until autobahn took over.
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
+        self.registerProducer(self, True)
+        self._listener = self.channel.notifier.listen(self.user_id, self._wake, persistent=True)
+        self.channel.presence.sync_started(self.user_id, req.set_presence)
+        self._wake()  # the initial frame, or what happened since the resumed token
+
+    # IPushProducer: Twisted pauses us when the peer stops reading.
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._paused_bytes = 0
+        if self._slow_timer is not None and self._slow_timer.active():
+            self._slow_timer.cancel()
+        self._slow_timer = None
+        if self._dirty:
+            self._wake()
+
+    def stopProducing(self) -> None:
+        self._closed = True
+
+    # pushing sync frames
+
+    def _wake(self) -> None:
+        if self._closed:
+            return
+        self._dirty = True
+        if self._paused:
+            if self._slow_timer is None:
+                self._slow_timer = self.channel.clock.call_later(
+                    self.channel.config.slow_reader_timeout_s, self._too_slow)
+            return
+        if not self._building:
+            defer.ensureDeferred(self._push())
+
+    async def _push(self) -> None:
+        self._building = True
+        try:
+            while self._dirty and not self._paused and not self._closed:
+                self._dirty = False
+                if not await self.channel.token_valid(self.session.request):
+                    self._close(CLOSE_TOKEN_INVALID, "access token is no longer valid")
+                    return
+                req = self.session.sync_request
+                sync_req = SyncRequest(req.user_id, req.device_id, self.since, req.filter,
+                                       req.full_state and self.since is None, req.set_presence)
+                body, empty = await self.channel.builder.build(sync_req, self.channel.notifier.current_token())
+                if self._closed:
+                    return
+                if empty and self.since is not None:
+                    continue
+                self._send({"type": "sync", "body": body})
+                self.since = StreamToken.parse(body["next_batch"])
+        except Exception:
+            logger.exception("building a sync frame for %s", self.user_id)
+            self._close(1011, "internal error")
+        finally:
+            self._building = False
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        payload = jsonutil.dumps_bytes(frame)
+        if self._paused:
+            self._paused_bytes += len(payload)
+            if self._paused_bytes > self.channel.config.max_buffer_bytes:
+                self._too_slow()
+                return
+        self.sendMessage(payload, isBinary=False)
+
+    def _too_slow(self) -> None:
+        self._slow_timer = None
+        self._close(CLOSE_SLOW_READER, "too slow: reconnect with since=<last next_batch>")
+
+    def _close(self, code: int, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.sendClose(code, reason)
+        # A peer that does not read will not answer the close handshake either.
+        self.channel.clock.call_later(5, self._drop)
+
+    def _drop(self) -> None:
+        if self.transport is not None and self.transport.connected:
+            self.dropConnection(abort=True)
+
+    # client frames
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._closed:
+            return
+        try:
+            frame = jsonutil.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            self._error(None, "M_NOT_JSON", "Frame is not JSON")
+            return
+        if not isinstance(frame, dict):
+            self._error(None, "M_BAD_JSON", "Frame must be a JSON object")
+            return
+        frame_id = frame.get("id")
+        kind = frame.get("type")
+        if kind != "request":
+            self._error(frame_id, "M_UNRECOGNIZED", f"Unknown frame type {str(kind)[:32]!r}")
+            return
+        if not isinstance(frame_id, (str, int)) or isinstance(frame_id, bool):
+            self._error(None, "M_BAD_JSON", "A request needs an 'id' (string or integer)")
+            return
+        method, path = frame.get("method"), frame.get("path")
+        if method not in METHODS or not isinstance(path, str) or not path.startswith("/"):
+            self._error(frame_id, "M_BAD_JSON", "A request needs 'method' (GET, PUT, POST, DELETE) and 'path'")
+            return
+        if len(self._in_flight) >= self.channel.config.max_requests_in_flight:
+            self._error(frame_id, "M_LIMIT_EXCEEDED", "Too many requests in flight on this socket")
+            return
+        body = frame.get("body")
+        d = defer.ensureDeferred(self._request(frame_id, method, path, body))
+        self._in_flight.add(d)
+        d.addBoth(lambda r: (self._in_flight.discard(d), None)[1])
+
+    async def _request(self, frame_id: Any, method: str, path: str, body: Any) -> None:
+        parts = urlsplit(path)
+        base = self.session.request
+        content = b"" if body is None else jsonutil.dumps_bytes(body)
+        request = ApiRequest(
+            method=method,
+            path=parts.path,
+            args={k: v for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
+            content=content,
+            headers={"authorization": base.headers.get("authorization") or f"Bearer {base.access_token()}",
+                     "content-type": "application/json"},
+            client_ip=base.client_ip,
+            body_too_large=len(content) > self.channel.max_body_size,
+        )
+        try:
+            _route, response = await self.channel.router.dispatch(request)
+        except defer.CancelledError:
+            return
+        if self._closed:
+            return
+        if response.content_type == "application/json":
+            try:
+                out: Any = jsonutil.loads(response.body) if response.body else {}
+            except ValueError:
+                out = {}
+        else:
+            out = {"content_type": response.content_type, "length": len(response.body)}
+        self._send({"type": "response", "id": frame_id, "status": response.status, "body": out})
+
+    def _error(self, frame_id: Any, errcode: str, error: str) -> None:
+        frame: dict[str, Any] = {"type": "error", "body": {"errcode": errcode, "error": error}}
+        if frame_id is not None and isinstance(frame_id, (str, int)):
+            frame["id"] = frame_id
+        self._send(frame)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if getattr(self, "_listener", None) is None:
+            return
+        self._closed = True
+        self.channel.notifier.remove(self._listener)
+        self._listener = None
+        if self._slow_timer is not None and self._slow_timer.active():
+            self._slow_timer.cancel()
+        for d in list(self._in_flight):
+            d.cancel()
+        self.channel.presence.sync_ended(self.user_id)
+        self.channel._closed(self)
+
+
+class _Factory(WebSocketServerFactory):
+    protocol = SyncSocket
+
+    def __init__(self, channel: "WebSocketChannel") -> None:
+        super().__init__()
+        self.channel = channel
+        self.next_session: _Session | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = super().buildProtocol(addr)
+        proto.channel = self.channel
+        proto.session = self.next_session
+        return proto
+
+
+class WebSocketChannel:
+    """Builds the autobahn factory and answers upgrade requests on the client listener."""
+
+    def __init__(self, router: Router, authenticator: Any, sync_servlets: Any, builder: SyncBuilder,
+                 notifier: Notifier, presence: PresenceService, clock: Clock, config: SyncConfig,
+                 max_body_size: int = 1 << 20) -> None:
+        self.router = router
+        self.authenticator = authenticator
+        self.sync_servlets = sync_servlets
+        self.builder = builder
+        self.notifier = notifier
+        self.presence = presence
+        self.clock = clock
+        self.config = config
+        self.max_body_size = max_body_size
+        self.connections: set[SyncSocket] = set()
+        self._factory = _Factory(self)
+        self._factory.setProtocolOptions(
+            autoPingInterval=config.ping_interval_s or 0,
+            autoPingTimeout=config.ping_timeout_s or 0,
+            maxMessagePayloadSize=max_body_size,
+            maxFramePayloadSize=max_body_size,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=5,
+        )
+        self._resource = WebSocketResource(self._factory)
+        self._pending: set[defer.Deferred[Any]] = set()
+
+    def install(self, site: Any) -> None:
+        if self.config.websocket_enabled:
+            site.upgrade_handlers[WS_PATH] = self.upgrade
+            self.max_body_size = site.max_body_size
+
+    def upgrade(self, twreq: server.Request) -> None:
+        """Authenticate the upgrade request, then hand the connection to autobahn."""
+        d = defer.ensureDeferred(self._upgrade(twreq))
+        self._pending.add(d)
+        d.addBoth(lambda r: (self._pending.discard(d), None)[1])
+
+    async def _upgrade(self, twreq: server.Request) -> None:
+        request = ApiRequest(
+            method="GET",
+            path=WS_PATH,
+            args={k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
+                  for k, vs in twreq.args.items()},
+            headers={k.decode("latin-1").lower(): v[-1].decode("latin-1")
+                     for k, v in twreq.requestHeaders.getAllRawHeaders()},
+            client_ip=getattr(twreq.getClientAddress(), "host", "-"),
+        )
+        try:
+            request.requester = await self.authenticator.authenticate(request)
+            sync_request = await self.sync_servlets.parse(request)
+            if (request.headers.get("upgrade") or "").lower() != "websocket":
+                raise MatrixError(400, "M_UNRECOGNIZED", "This endpoint needs a WebSocket upgrade")
+        except MatrixError as e:
+            if not twreq.finished and not twreq._disconnected:
+                response = error_response(e)
+                twreq.setResponseCode(response.status)
+                twreq.setHeader(b"Content-Type", b"application/json")
+                for name, value in response.headers.items():
+                    twreq.setHeader(name.encode("ascii"), value.encode("latin-1"))
+                twreq.write(response.body)
+                twreq.finish()
+            return
+        if twreq._disconnected:
+            return
+        self._factory.next_session = _Session(request, sync_request)
+        try:
+            self._resource.render(twreq)
+        finally:
+            self._factory.next_session = None
+
+    async def token_valid(self, request: ApiRequest) -> bool:
+        try:
+            await self.authenticator.authenticate(request)
+            return True
+        except MatrixError:
+            return False
+
+    def _opened(self, socket: SyncSocket) -> None:
+        self.connections.add(socket)
+
+    def _closed(self, socket: SyncSocket) -> None:
+        self.connections.discard(socket)
+
+    def close_all(self) -> None:
+        for socket in list(self.connections):
+            socket._close(CLOSE_SHUTDOWN, "server shutting down")

@@ -1,0 +1,198 @@
+"""Sync's view of room persistence: the bridge from ``homeserver/rooms`` to the builder.
+
+:class:`RoomFeed` subscribes to the :class:`~homeserver.rooms.stream.EventStream`
+and, for every persisted batch, once: formats each event for clients (one
+shared dict), appends it to the recent-events ring, updates the membership
+index and each user's room list, counts unread notifications, and wakes the
+room's members (plus the target of a membership change, who may not be a
+member). :class:`StoredRoomSource` answers the builder's cache misses
+(initial syncs, gaps, state) from the event and state stores.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Iterable, Sequence
+
+from homeserver.rooms.format import client_event, strip_state_event
+from homeserver.rooms.state_cache import StateCache
+from homeserver.rooms.stream import PersistedEvent
+from homeserver.rooms.visibility import Visibility
+from homeserver.storage.database import Database, Txn
+from homeserver.storage.events import EventStore, StoredEvent
+from homeserver.storage.state import StateStore
+from homeserver.sync.builder import StateMap
+from homeserver.sync.events import SyncEvent
+from homeserver.sync.membership import MembershipIndex
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.recent import RecentEvents
+from homeserver.sync.tokens import RoomPaginationToken
+from homeserver.sync.unread import DefaultUnreadCounter
+from homeserver.sync.user_rooms import MembershipInfo, UserRooms
+
+logger = logging.getLogger(__name__)
+
+MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
+_CACHE_SIZE = 20_000
+
+
+def to_sync_event(stored: StoredEvent, txn_key: tuple[str, str, str] | None = None) -> SyncEvent:
+    client = client_event(stored, stored.event.origin_server_ts)
+    client["unsigned"].pop("age", None)  # shared by every reader; age would be stale
+    ev = stored.event
+    return SyncEvent(room_id=ev.room_id, event_id=ev.event_id, type=ev.type, state_key=ev.state_key,
+                     sender=ev.sender, stream_ordering=stored.stream_ordering,
+                     topological_ordering=stored.topological_ordering, client=client,
+                     federation=None, txn_key=txn_key, extra={"stored": stored})
+
+
+class StoredRoomSource:
+    """The :class:`~homeserver.sync.builder.RoomSource` over the event and state stores."""
+
+    def __init__(self, db: Database, events: EventStore, state: StateStore, rooms: StateCache,
+                 visibility: Visibility) -> None:
+        self._db = db
+        self._events = events
+        self._state = state
+        self._rooms = rooms
+        self._visibility = visibility
+        self._converted: OrderedDict[str, SyncEvent] = OrderedDict()
+
+    def _convert(self, stored: StoredEvent) -> SyncEvent:
+        cached = self._converted.get(stored.event_id)
+        if cached is not None and cached.extra.get("redacted") == (stored.redacted_because is not None):
+            return cached
+        event = to_sync_event(stored)
+        event.extra["redacted"] = stored.redacted_because is not None
+        self._converted[stored.event_id] = event
+        if len(self._converted) > _CACHE_SIZE:
+            self._converted.popitem(last=False)
+        return event
+
+    async def load_memberships(self, user_id: str) -> dict[str, MembershipInfo]:
+        rows = await self._state.get_rooms_for_user(user_id, MEMBERSHIPS)
+        return {m.room_id: MembershipInfo(m.membership, m.stream_ordering, m.event_id) for m in rows}
+
+    async def timeline(self, room_id: str, since: int, upto: int, limit: int,
+                       user_id: str | None = None) -> tuple[list[SyncEvent], bool]:
+        stored = await self._events.room_stream_events(room_id, since, upto, limit + 1)
+        limited = len(stored) > limit
+        if limited:
+            stored = stored[1:]
+        if user_id is not None:
+            room = await self._rooms.get(room_id)
+            if room is not None:
+                stored = await self._visibility.filter_events(user_id, room, stored)
+        return [self._convert(s) for s in stored], limited
+
+    async def state_at(self, room_id: str, position: int) -> StateMap:
+        def last_event(txn: Txn) -> str | None:
+            return txn.scalar(
+                "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering <= ? AND outlier = ?"
+                " AND rejected_reason IS NULL ORDER BY stream_ordering DESC LIMIT 1",
+                (room_id, position, False))
+
+        event_id = await self._db.run(last_event)
+        if event_id is None:
+            return {}
+        ids = await self._state.get_state_ids_at(event_id)
+        if ids is None:
+            return {}
+        found = await self._events.get_events(list(ids.values()))
+        return {key: self._convert(found[eid]) for key, eid in ids.items() if eid in found}
+
+    async def stripped_state(self, room_id: str, event_id: str) -> list[dict[str, Any]]:
+        stored = await self._events.get_event(event_id)
+        if stored is None:
+            return []
+        unsigned = stored.event.unsigned
+        stripped = unsigned.get("invite_room_state") or unsigned.get("knock_room_state") or []
+        out = [e for e in stripped if isinstance(e, dict)] if isinstance(stripped, list) else []
+        out.append(strip_state_event(stored))
+        return out
+
+    async def prev_batch(self, room_id: str, first: SyncEvent | None, position: int) -> str:
+        if first is None:
+            return str(RoomPaginationToken(None, position))
+        # Paging backwards from here returns the events before ``first``.
+        return str(RoomPaginationToken(first.topological_ordering, first.stream_ordering - 1))
+
+    async def event_exists(self, room_id: str, event_id: str) -> bool:
+        stored = await self._events.get_event(event_id)
+        return stored is not None and stored.room_id == room_id
+
+    async def joined_memberships(self) -> list[tuple[str, str]]:
+        return await self._db.run(lambda txn: [(r[0], r[1]) for r in txn.query(
+            "SELECT room_id, user_id FROM room_memberships WHERE membership = ?", ("join",))])
+
+
+class RoomFeed:
+    """Consumes the event stream for sync: ring, membership, unread counts, wake-ups."""
+
+    def __init__(self, events: EventStore, rooms: StateCache, recent: RecentEvents,
+                 member_index: MembershipIndex, user_rooms: UserRooms, unread: DefaultUnreadCounter,
+                 notifier: Notifier) -> None:
+        self._events = events
+        self._rooms = rooms
+        self._recent = recent
+        self._members = member_index
+        self._user_rooms = user_rooms
+        self._unread = unread
+        self._notifier = notifier
+        unread.display_name = self._display_name
+        unread.can_notify_room = self._can_notify_room
+
+    def on_persisted(self, batch: Sequence[PersistedEvent]) -> None:
+        converted: list[SyncEvent] = []
+        users: set[str] = set()
+        rooms: set[str] = set()
+        position = 0
+        for pe in batch:
+            stored = pe.stored
+            if stored is None:
+                continue
+            event = to_sync_event(stored, pe.txn_key)
+            converted.append(event)
+            rooms.add(pe.room_id)
+            position = max(position, pe.stream_ordering)
+            if pe.membership is not None:
+                user_id, _old, new = pe.membership
+                self._members.set_membership(pe.room_id, user_id, new)
+                self._user_rooms.update(user_id, pe.room_id,
+                                        MembershipInfo(new, pe.stream_ordering, pe.event_id))
+                users.add(user_id)
+            if event.type == "m.room.redaction":
+                self._apply_redaction(stored)
+        self._recent.add(converted)
+        try:
+            self._unread.on_events(converted)
+        except Exception:  # counting must never stop delivery
+            logger.exception("unread counting failed")
+        if position:
+            self._notifier.notify("events", position, users=users, rooms=rooms)
+
+    def _apply_redaction(self, redaction: StoredEvent) -> None:
+        target_id = redaction.event.redacts or redaction.event.content.get("redacts")
+        if not isinstance(target_id, str):
+            return
+        target = self._events.cached(target_id)
+        if target is not None and target.redacted_because is not None:
+            self._recent.replace(target_id, target.room_id, to_sync_event(target).client)
+
+    def _display_name(self, room_id: str, user_id: str) -> str | None:
+        room = self._rooms.peek(room_id)
+        if room is None:
+            return None
+        name = room.content("m.room.member", user_id).get("displayname")
+        return name if isinstance(name, str) else None
+
+    def _can_notify_room(self, room_id: str, sender: str) -> bool:
+        room = self._rooms.peek(room_id)
+        if room is None:
+            return False
+        levels = room.power_levels
+        return levels.user_level(sender) >= levels.notification_level("room")
+
+    def seed(self, rows: Iterable[tuple[str, str]]) -> None:
+        for room_id, user_id in rows:
+            self._members.set_membership(room_id, user_id, "join")
