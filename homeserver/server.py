@@ -416,6 +416,10 @@ class HomeServer:
     async def _device_ids(self, user_id: str) -> list[str]:
         return [d.device_id for d in await self.users.get_devices(user_id)]
 
+    async def _drain_sites(self) -> None:
+        await self.site.drain()
+        await self.federation_site.drain()
+
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
         if self._stopping:
@@ -434,8 +438,7 @@ class HomeServer:
         self._ports.clear()
         self._federation_port = None
         self.websocket.close_all()
-        drain = defer.gatherResults([defer.Deferred.fromCoroutine(self.site.drain()),
-                                     defer.Deferred.fromCoroutine(self.federation_site.drain())])
+        drain = defer.Deferred.fromCoroutine(self._drain_sites())
         drain.addTimeout(self.config.shutdown_grace_period, self.reactor)
         try:
             await drain
