@@ -23,6 +23,10 @@ setup(
         "pyyaml>=6.0",
         "bcrypt>=4.0",
         "prometheus-client>=0.17",
+        # federation: TLS listener and client, self-signed certificates for tests
+        "cryptography>=41.0",
+        "pyopenssl>=23.2",
+        "service-identity>=23.1",
         "qrcode>=7.4",
         "Pillow>=10.0",
     ],

@@ -21,7 +21,8 @@ logger = logging.getLogger("homeserver")
 
 def render_config(server_name: str, data_dir: str, port: int = 8008, bind: str = "127.0.0.1",
                   enable_registration: bool = False, database_url: str | None = None,
-                  shared_secret: str | None = None) -> str:
+                  shared_secret: str | None = None, federation_port: int | None = None,
+                  federation_insecure: bool = False, federation_bind: str = "0.0.0.0") -> str:
     """The commented YAML config that ``--generate-config`` writes."""
     template = resources.files("homeserver").joinpath("default_config.yaml").read_text("utf-8")
     values = {
@@ -33,10 +34,34 @@ def render_config(server_name: str, data_dir: str, port: int = 8008, bind: str =
         "__DATABASE_URL__": database_url or f"sqlite:///{os.path.join(data_dir, 'homeserver.db')}",
         "__ENABLE_REGISTRATION__": "true" if enable_registration else "false",
         "__SHARED_SECRET__": shared_secret or secrets.token_urlsafe(32),
+        "__FEDERATION_PORT_LINE__": f"  port: {federation_port}" if federation_port is not None else "  # port: 8448",
+        "__FEDERATION_BIND__": federation_bind,
+        "__FEDERATION_INSECURE__": "true" if federation_insecure else "false",
     }
     for marker, value in values.items():
         template = template.replace(marker, value)
     return template
+
+
+def federation_server_name(server_name: str, federation_port: int) -> str:
+    """``localhost`` or an IP literal without a port becomes ``name:port``.
+
+    Other servers find such a server only by the port in its name (there is
+    no DNS or .well-known to delegate through). Real domains keep their name
+    and delegate with .well-known or SRV (docs/federation.md).
+    """
+    import ipaddress
+
+    if federation_port == 8448 or server_name.endswith("]") or server_name.count(":") == 1:
+        return server_name
+    try:
+        ipaddress.ip_address(server_name)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    if server_name == "localhost" or is_ip:
+        return f"[{server_name}]:{federation_port}" if ":" in server_name else f"{server_name}:{federation_port}"
+    return server_name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default="127.0.0.1", metavar="ADDR", help="client API address (default 127.0.0.1)")
     p.add_argument("--enable-registration", action="store_true", help="allow open registration")
     p.add_argument("--database-url", metavar="URL", help="sqlite:///path.db or postgresql://user@host:port/db")
+    p.add_argument("--federation-port", type=int, metavar="N",
+                   help="serve federation over TLS on this port (a localhost or IP server name gets ':N' appended)")
+    p.add_argument("--federation-insecure", action="store_true",
+                   help="TESTS ONLY: accept self-signed certificates and loopback/private destinations")
     return p
 
 
@@ -71,8 +100,16 @@ def generate(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
-    text = render_config(args.server_name, args.data_dir, args.listen_port, args.bind,
-                         args.enable_registration, args.database_url)
+    server_name = args.server_name
+    if args.federation_port is not None:
+        if not 0 < args.federation_port <= 65535:
+            print("--federation-port must be between 1 and 65535", file=sys.stderr)
+            return 2
+        server_name = federation_server_name(server_name, args.federation_port)
+    text = render_config(server_name, args.data_dir, args.listen_port, args.bind,
+                         args.enable_registration, args.database_url, federation_port=args.federation_port,
+                         federation_insecure=args.federation_insecure,
+                         federation_bind="127.0.0.1" if args.federation_insecure else "0.0.0.0")
     os.makedirs(os.path.dirname(os.path.abspath(args.config_path)), exist_ok=True)
     os.makedirs(args.data_dir, exist_ok=True)
     fd = os.open(args.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -80,6 +117,8 @@ def generate(args: argparse.Namespace) -> int:
         f.write(text)
     load_or_create_signing_key(os.path.join(args.data_dir, "signing.key"))
     print(f"wrote {args.config_path} and {os.path.join(args.data_dir, 'signing.key')}")
+    if server_name != args.server_name:
+        print(f"server_name is {server_name}: other servers reach this one by the port in its name")
     return 0
 
 

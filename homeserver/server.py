@@ -11,6 +11,7 @@ into constructors. Embedding the homeserver is::
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -28,6 +29,21 @@ from appservice.scheduler import AppserviceScheduler
 from appservice.source import ClientFormatter, DatabaseCatchUp
 from appservice.store import AppserviceStore
 from appservice.thirdparty import ThirdPartyServlets
+from federation.config import FederationConfig
+from federation.edus import EphemeralBridge
+from federation.discovery import ServerResolver, srv_lookup_with_twisted_names
+from federation.inbound import EduRegistry, TransactionHandler
+from federation.keys import KeyServlets, Keyring, OwnKeys
+from federation.membership import FederationMembership, MembershipServlets
+from federation.queries import QueryServlets, remote_profile_lookup
+from federation.rooms import FanOut, RoomsBridge, fetch_missing_events
+from federation.sender import FederationSender
+from federation.storage import DestinationStore, KeyStore, OutboxStore, TransactionStore
+from federation.tls import ensure_self_signed, server_context_factory
+from federation.transport.auth import RequestVerifier
+from federation.transport.client import Connector, FederationClient, WellKnownFetcher
+from federation.transport.server import FederationRoutes, FederationSite, TransactionServlets
+from homeserver import __version__
 from homeserver.api.admin.register import AdminRegisterServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
@@ -315,6 +331,7 @@ class HomeServer:
                                           config.max_request_body_size)
         self.websocket.install(self.site)
 
+        self._build_federation()
         self._ports: list[IListeningPort] = []
         self._stopping = False
 
@@ -360,6 +377,64 @@ class HomeServer:
         self.appservice_queries = queries
         client.ping_listeners.append(self.appservice_scheduler.retry_now)
         self.event_stream.subscribe(self.appservice_scheduler.on_events)
+    def _build_federation(self) -> None:
+        """Federation: keys, discovery, signed client, inbound transactions, sender.
+
+        The federation listener has its own router and site (server-server
+        and key endpoints only). ``self.federation_edus`` is where other
+        services register EDU handlers; ``self.federation_sender`` sends.
+        """
+        config, clock = self.config, self.clock
+        fed = self.federation_config = FederationConfig.parse(config.section("federation"))
+        if fed.insecure:
+            logger.warning("federation.insecure is on: self-signed certificates and private/loopback "
+                           "destinations are accepted. Use this only for tests and local development.")
+        self.federation_connector = Connector(self.reactor, fed.insecure)
+        self.server_resolver = ServerResolver(clock, WellKnownFetcher(self.reactor, self.federation_connector),
+                                              srv_lookup_with_twisted_names)
+        self.federation_client = FederationClient(self.reactor, self.server_name, self.signing_key,
+                                                  self.server_resolver, self.federation_connector)
+        self.own_keys = OwnKeys(self.server_name, self.signing_key, fed.old_verify_keys, clock,
+                                fed.key_validity_ms)
+        self.keyring = Keyring(self.own_keys, KeyStore(self.db), self.federation_client, clock,
+                               fed.trusted_key_servers)
+        self.federation_sender = FederationSender(self.server_name, self.federation_client,
+                                                  OutboxStore(self.db), DestinationStore(self.db), clock)
+        self.federation_edus = EduRegistry()
+        self.federation_rooms = RoomsBridge(self.server_name, self.room_states, self.event_store, self.state_store,
+                                            self.persister)
+        self.federation_transactions = TransactionHandler(
+            TransactionStore(self.db), clock, self.keyring.get_verify_key, self.federation_edus,
+            self.federation_rooms, functools.partial(fetch_missing_events, self.federation_client))
+        self.federation_fanout = FanOut(self.server_name, self.federation_sender, self.room_states)
+        self.federation_router = Router(None)
+        verifier = RequestVerifier(self.server_name, self.keyring.get_verify_key)
+        self.federation_routes = FederationRoutes(self.federation_router, verifier, self.federation_sender.wake)
+        KeyServlets(self.own_keys, self.keyring, clock).register(self.federation_router)
+        TransactionServlets(self.federation_transactions, __version__).register(
+            self.federation_routes, self.federation_router)
+        MembershipServlets(self.server_name, self.federation_rooms, self.event_builder, self.keyring.get_verify_key,
+                           self.federation_fanout, clock).register(self.federation_routes)
+        self.federation_queries = QueryServlets(self.server_name, self.signing_key, self.federation_rooms,
+                                                self.room_store, self.profiles, self.directory,
+                                                self.keyring.get_verify_key, self.federation_rooms.persist_invite)
+        self.federation_queries.register(self.federation_routes)
+        if fed.enabled:
+            self.profiles.remote_lookup = functools.partial(remote_profile_lookup, self.federation_client)
+            EphemeralBridge(self.server_name, self.federation_sender, self.member_index, self.typing,
+                            self.receipts, self.presence, self.to_device).wire(self.federation_edus)
+            # Only a server others can reach takes part in rooms on other servers.
+            self.federation_fanout.subscribe(self.event_stream)
+            self.membership.remote = FederationMembership(self.server_name, self.signing_key, self.federation_client,
+                                                      self.federation_rooms, self.keyring.get_verify_key, clock)
+        self.federation_site = FederationSite(self.federation_router, fed.max_transaction_size, self.metrics,
+                                        config.access_log)
+        self._federation_port: IListeningPort | None = None
+
+    @property
+    def federation_port(self) -> int | None:
+        """The TCP port of the federation TLS listener, when it runs."""
+        return self._federation_port.getHost().port if self._federation_port is not None else None
 
     @property
     def ports(self) -> list[int]:
@@ -387,6 +462,20 @@ class HomeServer:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
                 self._ports.append(port)
                 logger.info("listening on http://%s:%d", listener.bind, port.getHost().port)
+            fed = self.federation_config
+            if fed.enabled:
+                cert = fed.tls_certificate_path or os.path.join(self.config.data_dir, "federation.crt")
+                key = fed.tls_private_key_path or os.path.join(self.config.data_dir, "federation.key")
+                if fed.tls_certificate_path is None:
+                    host = self.server_name.rsplit(":", 1)[0] if not self.server_name.endswith("]") else self.server_name
+                    await threads.deferToThread(ensure_self_signed, cert, key, host.strip("[]"))
+                self._federation_port = self.reactor.listenSSL(
+                    fed.port, self.federation_site, server_context_factory(cert, key), interface=fed.bind)
+                logger.info("federation listening on https://%s:%d", fed.bind, self.federation_port)
+        await self.federation_sender.start()
+        # Answers to received transactions are kept a day for replays, then dropped.
+        self._federation_prune = self.clock.looping_call(
+            lambda: defer.ensureDeferred(self.federation_transactions.prune()), 3600)
 
     async def _event_position(self, room_id: str, event_id: str) -> int | None:
         stored = await self.event_store.get_event(event_id, allow_outlier=False)
@@ -426,26 +515,37 @@ class HomeServer:
     async def _device_ids(self, user_id: str) -> list[str]:
         return [d.device_id for d in await self.users.get_devices(user_id)]
 
+    async def _drain_sites(self) -> None:
+        await self.site.drain()
+        await self.federation_site.drain()
+
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close the database."""
         if self._stopping:
             return
         self._stopping = True
+        self.federation_sender.stop()
+        if getattr(self, "_federation_prune", None) is not None and self._federation_prune.running:
+            self._federation_prune.stop()
+        ports = self._ports + ([self._federation_port] if self._federation_port is not None else [])
         logger.info("stopping: closing listeners, %d request(s) in flight", self.site.in_flight)
         self.media.stop()
         self.groups.stop()
         self.invite_codes.stop()
         self.face_to_face.stop()
-        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
+        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
         self._ports.clear()
+        self._federation_port = None
         self.websocket.close_all()
-        drain = defer.Deferred.fromCoroutine(self.site.drain())
+        drain = defer.Deferred.fromCoroutine(self._drain_sites())
         drain.addTimeout(self.config.shutdown_grace_period, self.reactor)
         try:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
         await self.pushers.stop()
+        self.federation_site.close_connections()
+        await self.federation_client.close()
         await self.presence.stop()
         await self.unread.stop()
         await self.appservice_scheduler.stop()

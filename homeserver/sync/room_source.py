@@ -158,6 +158,12 @@ class RoomFeed:
             if pe.membership is not None:
                 user_id, _old, new = pe.membership
                 self._members.set_membership(pe.room_id, user_id, new)
+                if new == "join":
+                    # A join over federation brings the room's whole state without publishing
+                    # each member: take the joined set from the room's in-memory state.
+                    room = self._rooms.peek(pe.room_id)
+                    if room is not None:
+                        self._members.seed(pe.room_id, room.joined)
                 self._user_rooms.update(user_id, pe.room_id,
                                         MembershipInfo(new, pe.stream_ordering, pe.event_id))
                 users.add(user_id)

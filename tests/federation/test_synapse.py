@@ -1,0 +1,111 @@
+"""Interop with stock Synapse (from PyPI, in its own venv): joins and messages both ways.
+
+Skips unless ``SYNAPSE_VENV`` names a venv with matrix-synapse installed
+(``.ci/run`` sets it up).
+"""
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import threads
+
+from fedsupport import free_port, start_federating
+from support import Client
+from synapse_support import Synapse, synapse_python
+
+pytestmark = pytest.mark.skipif(
+    synapse_python() is None,
+    reason="Synapse interop needs SYNAPSE_VENV pointing at a venv with matrix-synapse (.ci/run creates it)")
+
+
+class RemoteClient(Client):
+    """The test client, pointed at any base URL (here: Synapse's client listener)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.token = self.user_id = self.device_id = None
+
+
+async def eventually(check, tries: int = 400):
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(tries):
+        if await check():
+            return
+        await deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError("condition not met")
+
+
+async def bodies(client, room_id):
+    code, resp = await client.get(f"/_matrix/client/v3/rooms/{room_id}/messages", params={"dir": "b", "limit": "50"})
+    return [e["content"].get("body") for e in resp.get("chunk", []) if e.get("type") == "m.room.message"] \
+        if code == 200 else []
+
+
+@pytest_twisted.ensureDeferred
+async def test_synapse_interop(tmp_path, database_url):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("one engine is enough for the Synapse interop test")
+    syn = Synapse(str(tmp_path / "synapse"), free_port(), free_port())
+    await threads.deferToThread(syn.configure)
+    await threads.deferToThread(syn.start)
+    ours = await start_federating(tmp_path, database_url, "ours")
+    try:
+        alice = Client(ours)
+        await alice.register("alice")
+        sam = RemoteClient(syn.base)
+        await sam.register("sam")
+
+        # A Synapse user joins a group here.
+        code, resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat", "name": "ours"})
+        room_here = resp["room_id"]
+        await alice.put(f"/_matrix/client/v3/rooms/{room_here}/send/m.room.message/1",
+                        {"msgtype": "m.text", "body": "hi from qun"})
+        code, resp = await sam.post(f"/_matrix/client/v3/join/{room_here}", {},
+                                    params={"server_name": ours.server_name})
+        assert code == 200, resp
+
+        async def sam_joined_here():
+            room = await ours.room_states.get(room_here)
+            return sam.user_id in room.joined
+
+        await eventually(sam_joined_here)
+        await sam.put(f"/_matrix/client/v3/rooms/{room_here}/send/m.room.message/s1",
+                      {"msgtype": "m.text", "body": "hi from synapse"})
+
+        async def alice_sees():
+            return "hi from synapse" in await bodies(alice, room_here)
+
+        await eventually(alice_sees)
+        await alice.put(f"/_matrix/client/v3/rooms/{room_here}/send/m.room.message/2",
+                        {"msgtype": "m.text", "body": "second from qun"})
+
+        async def sam_sees():
+            return "second from qun" in await bodies(sam, room_here)
+
+        await eventually(sam_sees)
+
+        # A user here joins a group on Synapse.
+        code, resp = await sam.post("/_matrix/client/v3/createRoom", {"preset": "public_chat", "name": "theirs"})
+        room_there = resp["room_id"]
+        code, resp = await alice.post(f"/_matrix/client/v3/join/{room_there}", {},
+                                      params={"server_name": syn.server_name})
+        assert code == 200, resp
+        await alice.put(f"/_matrix/client/v3/rooms/{room_there}/send/m.room.message/3",
+                        {"msgtype": "m.text", "body": "qun in synapse room"})
+
+        async def sam_sees_there():
+            return "qun in synapse room" in await bodies(sam, room_there)
+
+        await eventually(sam_sees_there)
+        await sam.put(f"/_matrix/client/v3/rooms/{room_there}/send/m.room.message/s2",
+                      {"msgtype": "m.text", "body": "synapse in its room"})
+
+        async def alice_sees_there():
+            return "synapse in its room" in await bodies(alice, room_there)
+
+        await eventually(alice_sees_there)
+    finally:
+        await ours.stop()
+        await threads.deferToThread(syn.stop)

@@ -1,0 +1,25 @@
+"""Running several federating homeservers in one test (embedding API, real TLS on loopback)."""
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from homeserver import HomeServer
+from support import make_config, start_homeserver
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def federation_config(tmp_path: Any, database_url: str, name: str, port: int | None = None) -> Any:
+    """A config for server ``localhost:<port>`` with an insecure TLS federation listener."""
+    port = port or free_port()
+    return make_config(tmp_path / name, database_url, server_name=f"localhost:{port}",
+                       federation={"port": port, "bind": "127.0.0.1", "insecure": True})
+
+
+async def start_federating(tmp_path: Any, database_url: str, name: str, port: int | None = None) -> HomeServer:
+    return await start_homeserver(federation_config(tmp_path, database_url, name, port))
