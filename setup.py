@@ -39,6 +39,7 @@ setup(
     entry_points={
         "console_scripts": [
             "homeserver=homeserver.cli:main",
+            "register_new_user=homeserver.api.admin.register_new_user:main",
         ],
     },
 )

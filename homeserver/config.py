@@ -10,6 +10,7 @@ dataclass, a ``parse`` that reads from a :class:`Section`, a field on
 """
 from __future__ import annotations
 
+import builtins
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -58,13 +59,13 @@ class Section:
             raise ConfigError(self.key(name), f"must be a string, not {type(value).__name__}")
         return value
 
-    def bool(self, name: str, default: Any = _MISSING) -> Any:
+    def bool(self, name: builtins.str, default: Any = _MISSING) -> Any:
         value = self._get(name, default)
         if value is not default and not isinstance(value, bool):
             raise ConfigError(self.key(name), "must be true or false")
         return value
 
-    def int(self, name: str, default: Any = _MISSING, minimum: int | None = None,
+    def int(self, name: builtins.str, default: Any = _MISSING, minimum: int | None = None,
             maximum: int | None = None) -> Any:
         value = self._get(name, default)
         if value is default:
@@ -77,7 +78,7 @@ class Section:
             raise ConfigError(self.key(name), f"must be at most {maximum}")
         return value
 
-    def float(self, name: str, default: Any = _MISSING, minimum: float | None = None) -> Any:
+    def float(self, name: builtins.str, default: Any = _MISSING, minimum: float | None = None) -> Any:
         value = self._get(name, default)
         if value is default:
             return value
@@ -87,16 +88,16 @@ class Section:
             raise ConfigError(self.key(name), f"must be at least {minimum}")
         return float(value)
 
-    def list(self, name: str, default: Any = _MISSING) -> Any:
+    def list(self, name: builtins.str, default: Any = _MISSING) -> Any:
         value = self._get(name, default)
         if value is not default and not isinstance(value, list):
             raise ConfigError(self.key(name), "must be a list")
         return value
 
-    def section(self, name: str) -> "Section":
+    def section(self, name: builtins.str) -> "Section":
         return Section(self._data.get(name), self.key(name))
 
-    def size(self, name: str, default: Any = _MISSING) -> Any:
+    def size(self, name: builtins.str, default: Any = _MISSING) -> Any:
         """A byte size: an integer, or a string like ``50M`` / ``1G`` / ``512K``."""
         value = self._get(name, default)
         if value is default:
@@ -225,13 +226,16 @@ class Config:
         if room_version not in {str(v) for v in range(1, 13)}:
             raise ConfigError("default_room_version", f"unknown room version {room_version!r} (1 to 12)")
         secret = s.str("registration_shared_secret", None)
+        public_baseurl = s.str("public_baseurl", None)
+        if public_baseurl is not None and not public_baseurl.startswith(("http://", "https://")):
+            raise ConfigError("public_baseurl", f"must start with http:// or https://, not {public_baseurl!r}")
         return cls(
             server_name=server_name,
             data_dir=data_dir,
             signing_key_path=_resolve(base_dir, s.str("signing_key_path", os.path.join(data_dir, "signing.key"))),
             database=DatabaseConfig.parse(s.section("database"), data_dir),
             listeners=tuple(listeners),
-            public_baseurl=s.str("public_baseurl", None),
+            public_baseurl=public_baseurl,
             enable_registration=s.bool("enable_registration", False),
             registration_shared_secret=secret,
             bcrypt_rounds=s.int("bcrypt_rounds", 12, minimum=4, maximum=31),

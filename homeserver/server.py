@@ -19,10 +19,13 @@ from signedjson.key import generate_signing_key, read_signing_keys, write_signin
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IListeningPort
 
+from homeserver.api.admin.register import AdminRegisterServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
+from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
+from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.http import HttpSite, Router
@@ -56,6 +59,7 @@ from homeserver.storage.users import UserStore
 from homeserver.users.accounts import AccountService
 from homeserver.users.auth import Authenticator
 from homeserver.users.passwords import PasswordHasher
+from homeserver.users.profiles import ProfileService
 from homeserver.users.uia import UiaManager
 from homeserver.util.clock import Clock
 from homeserver.util.ids import random_string
@@ -109,6 +113,8 @@ class HomeServer:
         self.hasher = PasswordHasher(config.bcrypt_rounds)
         self.accounts = AccountService(self.server_name, self.users, self.auth, self.hasher, self.clock)
         self.uia = UiaManager(self.clock)
+        #: profile changes; rooms append to ``profiles.on_profile_change``
+        self.profiles = ProfileService(self.server_name, self.users)
 
         # rooms: in-memory state, the persister and the event stream
         self.event_stream = EventStream()
@@ -150,12 +156,16 @@ class HomeServer:
         self.login = LoginServlets(self.accounts, self.login_limiter)
         self.registration = RegisterServlets(self.accounts, self.uia, self.register_limiter,
                                              config.enable_registration)
+        self.admin_registration = AdminRegisterServlets(self.accounts, self.profiles,
+                                                        config.registration_shared_secret, self.clock)
         self.room_servlets = RoomServlets(self.room_creator, self.event_sender, self.membership, self.redactor,
                                           self.room_history, self.message_limiter)
         self.directory_servlets = DirectoryServlets(self.directory, self.users)
         self.media_servlets = MediaServlets(self.server_name, self.media_config, self.media,
                                             self.url_previewer)
-        for servlets in (self.versions, self.login, self.registration, AccountServlets(), self.room_servlets,
+        for servlets in (self.versions, self.login, self.registration, AccountServlets(self.accounts, self.uia),
+                         DeviceServlets(self.accounts, self.uia), ProfileServlets(self.profiles),
+                         self.admin_registration, self.room_servlets,
                          self.directory_servlets, self.media_servlets,
                          AdminMediaServlets(self.media, self.users)):
             servlets.register(self.router)
@@ -199,6 +209,7 @@ class HomeServer:
         if self._stopping:
             return
         self._stopping = True
+        logger.info("stopping: closing listeners, %d request(s) in flight", self.site.in_flight)
         self.media.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
         self._ports.clear()
@@ -209,3 +220,4 @@ class HomeServer:
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
         await self.db.close()
+        logger.info("stopped: requests drained, database closed")

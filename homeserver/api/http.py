@@ -74,7 +74,8 @@ class ApiRequest:
                 raise too_large()
             try:
                 value = jsonutil.loads(self.content or b"{}")
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                # RecursionError: absurdly deep nesting ("[[[[..."), still just bad input
                 raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
             if not isinstance(value, dict):
                 raise bad_json("Request body must be a JSON object")
@@ -313,15 +314,24 @@ class HttpSite(server.Site):
         return self.max_body_size
 
     def handle(self, twreq: server.Request) -> None:
+        # Counted before the handler starts: it may run synchronously up to a
+        # point where a shutdown begins, and that shutdown must still wait for it.
+        finished: defer.Deferred[None] = defer.Deferred()
+        self._in_flight.add(finished)
         d = defer.Deferred.fromCoroutine(self._handle(twreq))
-        self._in_flight.add(d)
-        d.addBoth(self._done, d)
+        d.addBoth(self._done, finished)
         twreq.notifyFinish().addErrback(lambda _f: d.cancel())
 
-    def _done(self, result: Any, d: defer.Deferred[Any]) -> None:
-        self._in_flight.discard(d)
+    def _done(self, result: Any, finished: defer.Deferred[None]) -> None:
+        self._in_flight.discard(finished)
+        finished.callback(None)
         if isinstance(result, Failure) and not result.check(defer.CancelledError):
             logger.error("request handling failed", exc_info=result.value)
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests are being handled right now."""
+        return len(self._in_flight)
 
     async def drain(self) -> None:
         """Wait for the requests being handled to finish (used on shutdown)."""

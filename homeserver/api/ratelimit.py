@@ -1,4 +1,14 @@
-"""Token-bucket rate limiting per action and key (user ID or IP address)."""
+"""Token-bucket rate limiting per action and key (user ID or IP address).
+
+The server builds one limiter per action (``hs.login_limiter``,
+``hs.register_limiter``, ``hs.message_limiter``) from ``rate_limiting`` in the
+config. Sending a message costs one token of the sender's bucket::
+
+    hs.message_limiter.check(requester.user_id)   # raises 429 M_LIMIT_EXCEEDED
+
+Application services and admins may be exempted by the caller simply not
+calling ``check``.
+"""
 from __future__ import annotations
 
 from homeserver.api.errors import limit_exceeded
@@ -18,8 +28,12 @@ class RateLimiter:
         self.enabled = enabled
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last_time)
 
-    def check(self, key: str) -> None:
-        """Take one token for ``key`` or raise 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``."""
+    def check(self, key: str, update: bool = True) -> None:
+        """Take one token for ``key`` or raise 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``.
+
+        With ``update=False`` only check that a token is there, without taking
+        it (to refuse early a request whose success will be counted later).
+        """
         if not self.enabled:
             return
         now = self._clock.time()
@@ -29,13 +43,25 @@ class RateLimiter:
             wait_s = (1.0 - tokens) / self._rate if self._rate > 0 else 3600.0
             self._buckets[key] = (tokens, now)
             raise limit_exceeded(int(wait_s * 1000) + 1)
+        if not update:
+            return
         if len(self._buckets) >= _MAX_KEYS and key not in self._buckets:
             self._evict(now)
         self._buckets[key] = (tokens - 1.0, now)
+
+    def record(self, key: str) -> None:
+        """Take a token for an action that already happened; never raises."""
+        try:
+            self.check(key)
+        except Exception:  # the bucket was empty: it stays empty
+            pass
 
     def _evict(self, now: float) -> None:
         """Drop buckets that have refilled completely; they carry no information."""
         full_after = self._burst / self._rate if self._rate > 0 else float("inf")
         for key, (_tokens, last) in list(self._buckets.items()):
             if now - last >= full_after:
+                del self._buckets[key]
+        if len(self._buckets) >= _MAX_KEYS:  # still full: forget the oldest half
+            for key in list(self._buckets)[: _MAX_KEYS // 2]:
                 del self._buckets[key]

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from twisted.internet import defer, threads
+from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
 logger = logging.getLogger(__name__)
@@ -188,12 +188,25 @@ class Database:
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(conn, "closed", False):  # psycopg2 noticed it died
+            self._drop_conn(conn)
+            conn = None
         if conn is None:
             conn = self.engine.connect()
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def _drop_conn(self, conn: Any) -> None:
+        self._local.conn = None
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        try:
+            conn.close()
+        except Exception:
+            pass
 
     def _run_sync(self, fn: Callable[..., R], args: tuple, kwargs: dict) -> tuple[R, list]:
         conn = self._conn()
@@ -207,7 +220,13 @@ class Database:
                 conn.commit()
                 return result, txn.after_commit
             except BaseException as e:
-                conn.rollback()
+                try:
+                    conn.rollback()
+                except Exception:
+                    # The connection itself is broken (server restarted, network):
+                    # forget it so the next transaction on this thread reconnects.
+                    self._drop_conn(conn)
+                    raise e from None
                 if attempt < MAX_RETRIES and self.engine.is_retryable(e):
                     logger.info("retrying transaction after %s", type(e).__name__)
                     continue

@@ -1,19 +1,25 @@
-"""Password hashing with bcrypt, off the reactor thread (hashing is slow on purpose)."""
+"""Password hashing with bcrypt, off the reactor thread (hashing is slow on purpose).
+
+The cost is ``bcrypt_rounds`` from the config. Stored hashes carry their own
+cost, so raising it affects new and changed passwords only.
+"""
 from __future__ import annotations
+
+import base64
+import hashlib
 
 import bcrypt
 from twisted.internet import threads
 
-# bcrypt only looks at the first 72 bytes; longer passwords are pre-hashed
-# so that two passwords sharing a 72-byte prefix do not collide.
+# bcrypt only looks at the first 72 bytes and refuses NUL bytes; such passwords
+# are pre-hashed (SHA-256, base64) so that long passwords sharing a 72-byte
+# prefix do not collide and any password works.
 _BCRYPT_MAX = 72
 
 
 def _prepare(password: str) -> bytes:
     raw = password.encode("utf-8")
-    if len(raw) > _BCRYPT_MAX:
-        import base64
-        import hashlib
+    if len(raw) > _BCRYPT_MAX or b"\x00" in raw:
         raw = base64.b64encode(hashlib.sha256(raw).digest())
     return raw
 

@@ -15,6 +15,8 @@ from homeserver.util.clock import Clock
 from homeserver.util.ids import random_string
 
 SESSION_TTL_MS = 30 * 60 * 1000
+#: Sessions kept at most; unauthenticated /register calls create them, so memory is bounded.
+MAX_SESSIONS = 50_000
 
 #: A stage checker gets the ``auth`` dict and the session and returns True when the stage is passed.
 StageChecker = Callable[[dict[str, Any], "UiaSession"], Awaitable[bool]]
@@ -85,6 +87,8 @@ class UiaManager:
         raise UiaRequired(body_401)
 
     def _new_session(self, context: dict[str, Any] | None) -> UiaSession:
+        while len(self._sessions) >= MAX_SESSIONS:
+            del self._sessions[next(iter(self._sessions))]  # the oldest
         session = UiaSession(random_string(24), self._clock.time_msec(), context=dict(context or {}))
         self._sessions[session.session_id] = session
         return session

@@ -39,6 +39,13 @@ def test_sample_config_is_what_generate_writes():
     ({"server_name": "x", "max_request_body_size": "lots"}, "max_request_body_size"),
     ({"server_name": "x", "default_room_version": "99"}, "default_room_version"),
     ({"server_name": "x", "rate_limiting": {"login": {"burst": 0}}}, "rate_limiting.login.burst"),
+    ({"server_name": "x", "rate_limiting": {"enabled": "yes"}}, "rate_limiting.enabled"),
+    ({"server_name": "x", "rate_limiting": {"register": {"per_second": -1}}}, "rate_limiting.register.per_second"),
+    ({"server_name": "x", "metrics": {"enabled": 1}}, "metrics.enabled"),
+    ({"server_name": "x", "registration_shared_secret": 12345}, "registration_shared_secret"),
+    ({"server_name": "x", "enable_registration": "no"}, "enable_registration"),
+    ({"server_name": "x", "public_baseurl": "matrix.example.org"}, "public_baseurl"),
+    ({"server_name": "x", "access_log": "on"}, "access_log"),
 ])
 def test_errors_name_the_key(data, key):
     with pytest.raises(ConfigError) as e:

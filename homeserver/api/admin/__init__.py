@@ -1,1 +1,1 @@
-"""Server administration endpoints (Synapse-compatible /_synapse/admin paths)."""
+"""Server administration endpoints (Synapse-compatible ``/_synapse/admin`` paths, so Synapse's tools work)."""

@@ -7,7 +7,7 @@ from homeserver.api.errors import MatrixError
 from homeserver.api.http import ApiRequest, Router
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.api.validate import get_dict, get_str
-from homeserver.users.accounts import AccountService
+from homeserver.users.accounts import MAX_DEVICE_NAME_LEN, MAX_PASSWORD_LEN, AccountService
 
 
 class LoginServlets:
@@ -30,17 +30,25 @@ class LoginServlets:
         return {"flows": self.flows}
 
     async def post_login(self, request: ApiRequest) -> dict[str, Any]:
-        """POST /_matrix/client/v3/login — exchange credentials for an access token."""
+        """POST /_matrix/client/v3/login — exchange credentials for an access token.
+
+        Rate limited per client IP, and failed attempts per account (``rate_limiting.login``).
+        """
         body = request.json()
         login_type = get_str(body, "type")
         device_id = get_str(body, "device_id", None, max_len=255)
-        display_name = get_str(body, "initial_device_display_name", None, max_len=255)
-        self._limiter.check(request.client_ip)
+        display_name = get_str(body, "initial_device_display_name", None, max_len=MAX_DEVICE_NAME_LEN)
+        self._limiter.check("ip:" + request.client_ip)
         if login_type == "m.login.password":
             user = self._user_from_identifier(body)
-            password = get_str(body, "password", max_len=1024)
+            password = get_str(body, "password", max_len=MAX_PASSWORD_LEN)
+            # Failed attempts are also counted per account, so guessing one user's
+            # password from many addresses is slow too (successes are not counted).
+            account_key = "user:" + user.lower()
+            self._limiter.check(account_key, update=False)
             user_id = await self._accounts.check_password(user, password)
             if user_id is None:
+                self._limiter.record(account_key)
                 raise MatrixError(403, "M_FORBIDDEN", "Invalid username or password")
         elif login_type in self.extra_types:
             user_id = await self.extra_types[login_type](body, request)

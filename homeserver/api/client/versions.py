@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from homeserver.api.errors import MatrixError
 from homeserver.api.http import ApiRequest, Router
 from homeserver.config import Config
 
@@ -38,6 +39,8 @@ class VersionsServlets:
         """GET /.well-known/matrix/client — where clients find this homeserver."""
         base = self._config.public_baseurl
         if base is None:
+            if not self._config.listeners:  # embedded without listeners: nothing to advertise
+                raise MatrixError(404, "M_NOT_FOUND", "No client base URL configured")
             listener = self._config.listeners[0]
             base = f"http://{listener.bind}:{listener.port}"
         return {"m.homeserver": {"base_url": base.rstrip("/") + "/"}}

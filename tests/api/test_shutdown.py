@@ -1,0 +1,36 @@
+"""HomeServer.stop drains requests in flight before closing the database (in process)."""
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import defer
+
+from support import base_url, make_config, start_homeserver
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_waits_for_requests_in_flight(tmp_path):
+    hs = await start_homeserver(make_config(tmp_path, f"sqlite:///{tmp_path}/hs.db"))
+    gate: defer.Deferred[None] = defer.Deferred()
+    entered: defer.Deferred[None] = defer.Deferred()
+
+    async def slow(request):
+        entered.callback(None)
+        await gate                                   # held open by the test
+        return {"count": await hs.users.count_users()}  # still needs the database
+    hs.router.add("GET", "/test/slow", slow, auth="none")
+
+    response = treq.get(base_url(hs) + "/test/slow")
+    try:
+        await entered
+        assert hs.site.in_flight == 1
+        stopping = defer.ensureDeferred(hs.stop())
+        assert not stopping.called                  # waiting for the request
+    finally:
+        gate.callback(None)                         # never leave the request hanging
+    resp = await response
+    assert resp.code == 200 and (await resp.json()) == {"count": 0}
+    await stopping
+    with pytest.raises(RuntimeError):               # and then the database is closed
+        await hs.users.count_users()
