@@ -23,6 +23,7 @@ setup(
         "pyyaml>=6.0",
         "bcrypt>=4.0",
         "prometheus-client>=0.17",
+        "qrcode>=7.4",
         "Pillow>=10.0",
     ],
     extras_require={

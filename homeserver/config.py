@@ -207,6 +207,8 @@ class Config:
     metrics_enabled: bool = False
     access_log: bool = True
     presence_enabled: bool = True
+    #: Seconds shutdown waits for requests in flight before closing the database anyway.
+    shutdown_grace_period: float = 10.0
     #: Unknown top-level sections are kept for extensions to read.
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -245,6 +247,7 @@ class Config:
             metrics_enabled=s.section("metrics").bool("enabled", False),
             access_log=s.bool("access_log", True),
             presence_enabled=s.section("presence").bool("enabled", True),
+            shutdown_grace_period=s.float("shutdown_grace_period", 10.0, minimum=0.0),
             raw=dict(data),
         )
 

@@ -298,7 +298,8 @@ class HttpSite(server.Site):
         self.access_log = access_log
         self.displayTracebacks = False
         self.noisy = False
-        self._in_flight: set[defer.Deferred[Any]] = set()
+        self._in_flight: set[object] = set()
+        self._idle_waiters: list[defer.Deferred[None]] = []
 
     def log(self, request: server.Request) -> None:
         """Twisted's combined log is replaced by our own access log."""
@@ -316,15 +317,19 @@ class HttpSite(server.Site):
     def handle(self, twreq: server.Request) -> None:
         # Counted before the handler starts: it may run synchronously up to a
         # point where a shutdown begins, and that shutdown must still wait for it.
-        finished: defer.Deferred[None] = defer.Deferred()
-        self._in_flight.add(finished)
+        token = object()
+        self._in_flight.add(token)
         d = defer.Deferred.fromCoroutine(self._handle(twreq))
-        d.addBoth(self._done, finished)
+        d.addBoth(self._done, token)
         twreq.notifyFinish().addErrback(lambda _f: d.cancel())
 
-    def _done(self, result: Any, finished: defer.Deferred[None]) -> None:
-        self._in_flight.discard(finished)
-        finished.callback(None)
+    def _done(self, result: Any, token: object) -> None:
+        self._in_flight.discard(token)
+        if not self._in_flight:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.called:  # a drain that timed out was cancelled already
+                    waiter.callback(None)
         if isinstance(result, Failure) and not result.check(defer.CancelledError):
             logger.error("request handling failed", exc_info=result.value)
 
@@ -334,9 +339,14 @@ class HttpSite(server.Site):
         return len(self._in_flight)
 
     async def drain(self) -> None:
-        """Wait for the requests being handled to finish (used on shutdown)."""
-        while self._in_flight:
-            await defer.DeferredList(list(self._in_flight), consumeErrors=True)
+        """Wait until no request is being handled (used on shutdown).
+
+        Cancelling the wait (a shutdown timeout) leaves the requests alone.
+        """
+        if self._in_flight:
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self._idle_waiters.append(waiter)
+            await waiter
 
     async def _handle(self, twreq: server.Request) -> None:
         start = time.perf_counter()

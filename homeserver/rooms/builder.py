@@ -5,10 +5,15 @@ extremities), depth, and auth_events (chosen by
 ``core.auth.auth_types_for_event`` from the in-memory state), adds hashes
 and our signature with the core, computes the event ID, and runs
 ``core.auth.check_auth``. No database access.
+
+Local policy (e.g. the groups' member cap and @room rule) plugs in as
+:class:`EventCheck` callables, run after the auth rules on the same tip and
+before the event is queued: nothing awaits in between, so a check sees every
+event queued before it (racing joins are counted).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from homeserver.api.errors import MatrixError, forbidden
 from homeserver.core.auth import AuthError, auth_types_for_event, check_auth
@@ -22,12 +27,17 @@ from homeserver.util.ids import random_string
 #: At most this many prev_events are cited (the spec allows 20).
 MAX_PREV = 10
 
+#: ``check(room, event)``: raise a MatrixError to refuse a local event that passed the auth rules.
+EventCheck = Callable[[RoomState, Event], None]
+
 
 class EventBuilder:
-    def __init__(self, server_name: str, signing_key: Any, clock: Clock) -> None:
+    def __init__(self, server_name: str, signing_key: Any, clock: Clock,
+                 checks: Sequence[EventCheck] = ()) -> None:
         self.server_name = server_name
         self._key = signing_key
         self._clock = clock
+        self.checks = list(checks)
 
     def _finish(self, pdu: dict[str, Any], rv: RoomVersion, unsigned: dict[str, Any]) -> Event:
         if rv.event_id_format == "v1":
@@ -102,6 +112,8 @@ class EventBuilder:
             check_auth(event, auth_map)
         except AuthError as e:
             raise forbidden(e.reason) from None
+        for check in self.checks:
+            check(room, event)
         return event
 
 

@@ -115,6 +115,14 @@ class RoomState:
     def tip_depth(self) -> int:
         return self.pending_depth if self.pending_count else self.depth
 
+    def tip_joined_count(self) -> int:
+        """How many users are joined at the tip (committed joins plus queued membership changes)."""
+        count = len(self.joined)
+        for (etype, user), ev in self.pending_state.items():
+            if etype == "m.room.member":
+                count += (ev.membership == "join") - (user in self.joined)
+        return count
+
     def tip_power_levels(self) -> PowerLevels:
         if not self.pending_count:
             return self.power_levels

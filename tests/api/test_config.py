@@ -46,6 +46,7 @@ def test_sample_config_is_what_generate_writes():
     ({"server_name": "x", "enable_registration": "no"}, "enable_registration"),
     ({"server_name": "x", "public_baseurl": "matrix.example.org"}, "public_baseurl"),
     ({"server_name": "x", "access_log": "on"}, "access_log"),
+    ({"server_name": "x", "shutdown_grace_period": -1}, "shutdown_grace_period"),
 ])
 def test_errors_name_the_key(data, key):
     with pytest.raises(ConfigError) as e:

@@ -34,3 +34,27 @@ async def test_stop_waits_for_requests_in_flight(tmp_path):
     await stopping
     with pytest.raises(RuntimeError):               # and then the database is closed
         await hs.users.count_users()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_gives_up_after_the_grace_period(tmp_path):
+    from twisted.internet import reactor, task
+    hs = await start_homeserver(make_config(tmp_path, f"sqlite:///{tmp_path}/hs.db", shutdown_grace_period=0.05))
+    gate: defer.Deferred[None] = defer.Deferred()
+    entered: defer.Deferred[None] = defer.Deferred()
+
+    async def stuck(request):
+        entered.callback(None)
+        await gate
+        return {}
+    hs.router.add("GET", "/test/stuck", stuck, auth="none")
+    response = treq.get(base_url(hs) + "/test/stuck")
+    response.addErrback(lambda f: None)
+    try:
+        await entered
+        await hs.stop()                              # returns after the grace period
+        assert hs.site.in_flight == 1
+    finally:
+        gate.callback(None)
+    await task.deferLater(reactor, 0, lambda: None)
+    assert hs.site.in_flight == 0                    # the late request finished without a loop
