@@ -78,7 +78,8 @@ class Visibility:
 
     async def _values(self, room_id: str, groups: set[int], user_id: str | None) -> dict[int, tuple[str, str | None]]:
         """``group -> (history_visibility, the user's membership)``."""
-        maps = {g: await self._state.get_group_state(room_id, g) for g in groups}
+        keys = [HV] + ([("m.room.member", user_id)] if user_id is not None else [])
+        maps = {g: await self._state.get_group_values(room_id, g, keys) for g in groups}
         wanted = set()
         for m in maps.values():
             if HV in m:

@@ -159,6 +159,32 @@ class StateStore:
         found = await self.db.run(self._group_txn, room_id, group)
         return dict(found[0]) if found else {}
 
+    async def get_group_values(self, room_id: str, group: int, keys: Sequence[StateKey]) -> StateMap:
+        """Only ``keys`` of a group's state: from the cache, else one query that reads just those rows."""
+        hit = self._cached_group(group)
+        if hit is not None:
+            return {k: hit[0][k] for k in keys if k in hit[0]}
+
+        def txn_fn(txn: Txn) -> StateMap:
+            conds = " OR ".join(["(s.type = ? AND s.state_key = ?)"] * len(keys))
+            rows = txn.query(
+                "WITH RECURSIVE chain(sg, lvl) AS ("
+                " SELECT CAST(? AS BIGINT), 0"
+                " UNION ALL SELECT g.prev_group, c.lvl + 1 FROM state_groups g JOIN chain c"
+                " ON g.room_id = ? AND g.state_group = c.sg WHERE g.prev_group IS NOT NULL)"
+                " SELECT c.lvl, s.type, s.state_key, s.event_id FROM chain c"
+                " JOIN state_group_entries s ON s.room_id = ? AND s.state_group = c.sg"
+                f" WHERE {conds} ORDER BY c.lvl DESC",
+                [group, room_id, room_id, *[x for k in keys for x in k]])
+            out: StateMap = {}
+            for _lvl, etype, skey, event_id in rows:
+                if event_id is None:
+                    out.pop((etype, skey), None)
+                else:
+                    out[(etype, skey)] = event_id
+            return out
+        return await self.db.run(txn_fn) if keys else {}
+
     async def get_event_groups(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
         """``event_id -> (room_id, state_before, state_after)`` for timeline events."""
         def txn_fn(txn: Txn) -> dict[str, tuple[str, int, int]]:

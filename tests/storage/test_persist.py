@@ -189,3 +189,18 @@ async def test_failed_batch_fails_callers_and_room_recovers(hs):
     durable = await hs.event_store.get_forward_extremities(room)
     assert durable == [eid] and len(stored.event.prev_event_ids) == 1
     assert await hs.event_store.get_event(stored.event.prev_event_ids[0]) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_group_values_read_only_the_keys_asked(hs):
+    await users(hs, "alice")
+    room = await make_room(hs)
+    eid = await hs.event_sender.send("@alice:test.local", room, "m.room.topic", {"topic": "t"}, state_key="")
+    groups = await hs.state_store.get_event_groups([eid])
+    group = groups[eid][2]
+    keys = [("m.room.topic", ""), ("m.room.member", "@alice:test.local"), ("m.room.name", "")]
+    cached = await hs.state_store.get_group_values(room, group, keys)
+    hs.state_store._groups.clear()
+    from_db = await hs.state_store.get_group_values(room, group, keys)
+    assert cached == from_db and set(from_db) == {("m.room.topic", ""), ("m.room.member", "@alice:test.local")}
+    assert from_db[("m.room.topic", "")] == eid
