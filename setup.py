@@ -35,6 +35,7 @@ setup(
             "hypothesis>=6.80",
             "matrix-nio>=0.24",
             "jsonschema>=4.19",
+            "mautrix>=0.20",
         ],
     },
     entry_points={

@@ -19,6 +19,15 @@ from signedjson.key import generate_signing_key, read_signing_keys, write_signin
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IListeningPort
 
+from appservice.api import AppserviceApi
+from appservice.client import LOGIN_TYPE, AppserviceClientApi
+from appservice.config import AppserviceConfig
+from appservice.interest import AliasIndex, Interest
+from appservice.queries import AppserviceQueries
+from appservice.scheduler import AppserviceScheduler
+from appservice.source import ClientFormatter, DatabaseCatchUp
+from appservice.store import AppserviceStore
+from appservice.thirdparty import ThirdPartyServlets
 from homeserver.api.admin.register import AdminRegisterServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.admin.media import AdminMediaServlets
@@ -140,6 +149,8 @@ class HomeServer:
         self.clock = clock or Clock(reactor)
         self.server_name = config.server_name
         self.signing_key = load_or_create_signing_key(config.signing_key_path)
+        # Registrations are validated before anything opens: a bad file stops start-up with one line.
+        self.appservices = AppserviceConfig.parse(config).load(self.server_name)
 
         # storage
         self.db = Database(config.database.url, reactor, config.database.pool_size)
@@ -294,6 +305,7 @@ class HomeServer:
                          AccountDataServlets(self.account_data), TagServlets(self.account_data),
                          ToDeviceServlets(self.to_device), self.push_servlets):
             servlets.register(self.router)
+        self._wire_appservices()
         if self.metrics is not None:
             self.metrics.register(self.router)
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
@@ -305,6 +317,49 @@ class HomeServer:
 
         self._ports: list[IListeningPort] = []
         self._stopping = False
+
+    def _wire_appservices(self) -> None:
+        """Application services plug in through hooks: auth, accounts, login, register, aliases,
+        membership, and the event stream (see docs/appservices.md)."""
+        services = self.appservices
+        self.appservice_api = AppserviceApi(self.reactor, self.clock)
+        self.appservice_client = AppserviceClientApi(services, self.users, self.accounts, self.appservice_api)
+        self.appservice_client.register_routes(self.router)
+        ThirdPartyServlets(services, self.appservice_api).register(self.router)
+        self.appservice_aliases = AliasIndex(services)
+        interest = Interest(services, self.appservice_aliases.aliases_of)
+        self.appservice_aliases.listeners.append(interest.forget_room)
+        self.appservice_scheduler = AppserviceScheduler(
+            services, AppserviceStore(self.db), self.appservice_api, self.clock, interest,
+            ClientFormatter(self.clock), DatabaseCatchUp(self.event_store, self.room_states))
+        if not services:
+            return
+        client = self.appservice_client
+        self.auth.resolvers.append(client.resolve_token)
+        self.accounts.exclusive_checks.append(client.check_user_id)
+        self.login.flows.append({"type": LOGIN_TYPE})
+        self.login.extra_types[LOGIN_TYPE] = client.login
+        self.login.rate_limit_exempt.add(LOGIN_TYPE)
+        self.registration.extra_types[LOGIN_TYPE] = client.register
+        for owner in (self.directory, self.room_creator):
+            owner.alias_checks.append(client.check_alias)
+            owner.alias_listeners.append(self.appservice_aliases.on_alias)
+        queries = AppserviceQueries(services, self.appservice_api, self.users, self.server_name)
+        self.membership.alias_queries.append(queries.query_alias)
+        self.membership.user_queries.append(queries.query_user)
+        self.profiles.user_queries.append(queries.query_user)
+        # Ephemeral data for services with receive_ephemeral: typing, public receipts, presence.
+        sched, members = self.appservice_scheduler, self.member_index
+        self.typing.outbound.append(lambda room_id, _user, _typing, _timeout: sched.on_room_ephemeral(
+            room_id, self.typing.event(room_id), members.joined_members(room_id)))
+        self.receipts.listeners.append(lambda room_id, user_id, rtype, event_id: sched.on_room_ephemeral(
+            room_id, {"type": "m.receipt", "content": {event_id: {rtype: {user_id: {"ts": self.clock.time_msec()}}}}},
+            members.joined_members(room_id)))
+        self.presence.outbound.append(lambda edu: sched.on_presence(
+            edu["sender"], edu, members.co_members(edu["sender"])))
+        self.appservice_queries = queries
+        client.ping_listeners.append(self.appservice_scheduler.retry_now)
+        self.event_stream.subscribe(self.appservice_scheduler.on_events)
 
     @property
     def ports(self) -> list[int]:
@@ -323,6 +378,10 @@ class HomeServer:
         await self.groups.start()
         self.invite_codes.start()
         await self.pushers.start()
+        await self.appservice_client.ensure_senders()
+        if self.appservices:
+            self.appservice_aliases.load(await self.room_store.all_aliases())
+            await self.appservice_scheduler.start(self.event_stream.current_position())
         if listen:
             for listener in self.config.listeners:
                 port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind)
@@ -389,5 +448,7 @@ class HomeServer:
         await self.pushers.stop()
         await self.presence.stop()
         await self.unread.stop()
+        await self.appservice_scheduler.stop()
+        await self.appservice_api.close()
         await self.db.close()
         logger.info("stopped: requests drained, database closed")

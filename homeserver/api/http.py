@@ -101,6 +101,16 @@ class ApiRequest:
             number = maximum
         return number
 
+    def query_int_strict(self, name: str, minimum: int = 0, maximum: int = 2**53 - 1) -> int | None:
+        """An integer query parameter that must lie in range (``M_INVALID_PARAM`` otherwise); None if absent."""
+        value = self.query(name)
+        if value is None:
+            return None
+        if not value.lstrip("-").isdigit() or len(value) > 20 or not minimum <= int(value) <= maximum:
+            raise MatrixError(400, "M_INVALID_PARAM",
+                              f"Query parameter '{name}' must be an integer from {minimum} to {maximum}")
+        return int(value)
+
     def query_bool(self, name: str, default: bool = False) -> bool:
         value = self.query(name)
         if value is None:

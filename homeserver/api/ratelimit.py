@@ -6,16 +6,32 @@ config. Sending a message costs one token of the sender's bucket::
 
     hs.message_limiter.check(requester.user_id)   # raises 429 M_LIMIT_EXCEEDED
 
-Application services and admins may be exempted by the caller simply not
-calling ``check``.
+Pass the requester (``check(key, requester=request.requester)``) and
+application services are exempted as their registration says, in one place:
+:func:`is_exempt`.
 """
 from __future__ import annotations
+
+from typing import Any
 
 from homeserver.api.errors import limit_exceeded
 from homeserver.config import RateLimit
 from homeserver.util.clock import Clock
 
 _MAX_KEYS = 100_000
+
+
+def is_exempt(requester: Any) -> bool:
+    """The one place rate-limit exemptions are decided.
+
+    An application service acting as its sender is never limited; acting as
+    one of its users it is limited only when its registration says
+    ``rate_limited: true`` (spec: registration ``rate_limited``).
+    """
+    service = getattr(requester, "appservice", None)
+    if service is None:
+        return False
+    return requester.user_id == service.sender or not service.rate_limited
 
 
 class RateLimiter:
@@ -28,13 +44,17 @@ class RateLimiter:
         self.enabled = enabled
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last_time)
 
-    def check(self, key: str, update: bool = True) -> None:
+    def check(self, key: str, update: bool = True, requester: Any = None) -> None:
         """Take one token for ``key`` or raise 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``.
 
         With ``update=False`` only check that a token is there, without taking
         it (to refuse early a request whose success will be counted later).
+
+        Args:
+            requester: The authenticated caller, when there is one; application
+                services are exempt as :func:`is_exempt` says.
         """
-        if not self.enabled:
+        if not self.enabled or (requester is not None and is_exempt(requester)):
             return
         now = self._clock.time()
         tokens, last = self._buckets.get(key, (self._burst, now))

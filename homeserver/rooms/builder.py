@@ -70,7 +70,8 @@ class EventBuilder:
         return event
 
     def build(self, room: RoomState, event_type: str, sender: str, content: dict[str, Any],
-              state_key: str | None = None, redacts: str | None = None) -> Event:
+              state_key: str | None = None, redacts: str | None = None,
+              origin_server_ts: int | None = None) -> Event:
         """Build, sign and authorise an event on top of the room's tip.
 
         Raises:
@@ -94,7 +95,9 @@ class EventBuilder:
             content = {**content, "redacts": redacts}
         pdu: dict[str, Any] = {
             "room_id": room.room_id, "type": event_type, "sender": sender, "content": content,
-            "depth": room.tip_depth() + 1, "origin_server_ts": self._clock.time_msec(),
+            "depth": room.tip_depth() + 1,
+            # application services may set the timestamp (spec "Timestamp massaging")
+            "origin_server_ts": self._clock.time_msec() if origin_server_ts is None else origin_server_ts,
             "prev_events": _refs(prev_ids, rv), "auth_events": _refs(auth_ids, rv),
         }
         if state_key is not None:

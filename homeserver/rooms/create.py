@@ -15,7 +15,7 @@ version and must not appear in ``users``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from homeserver.api.errors import MatrixError
 from homeserver.core.events import Event
@@ -84,9 +84,16 @@ class RoomCreator:
         self.membership = membership
         self.rooms = rooms
         self.clock = clock
+        #: The same hooks as :class:`~homeserver.rooms.directory.Directory` has, for ``room_alias_name``.
+        self.alias_checks: list[Callable[[str, Any], None]] = []
+        self.alias_listeners: list[Callable[[str, str | None], None]] = []
 
-    async def create(self, creator: str, req: CreateRoomRequest) -> tuple[str, str | None]:
-        """Create the room; returns ``(room_id, alias or None)``."""
+    async def create(self, creator: str, req: CreateRoomRequest, appservice: Any = None) -> tuple[str, str | None]:
+        """Create the room; returns ``(room_id, alias or None)``.
+
+        Args:
+            appservice: The application service creating it (for alias namespace checks).
+        """
         try:
             rv = get_room_version(req.room_version or self.default_room_version)
         except UnsupportedRoomVersion:
@@ -106,6 +113,8 @@ class RoomCreator:
             alias = f"#{req.room_alias_name}:{self.server_name}"
             if not is_valid_room_alias(alias):
                 raise MatrixError(400, "M_INVALID_PARAM", "Invalid room_alias_name")
+            for check in self.alias_checks:
+                check(alias, appservice)
             if await self.rooms.get_alias(alias) is not None:
                 raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
 
@@ -169,7 +178,9 @@ class RoomCreator:
         if req.visibility == "public":
             await self.rooms.set_public(room.room_id, True)
         if alias is not None:
-            await self.rooms.create_alias(alias, room.room_id, creator, [self.server_name])
+            if await self.rooms.create_alias(alias, room.room_id, creator, [self.server_name]):
+                for listener in self.alias_listeners:
+                    listener(alias, room.room_id)
         for user in req.invite:
             if not self.membership.is_mine(user):
                 await self.membership.invite(creator, room.room_id, user, is_direct=req.is_direct)

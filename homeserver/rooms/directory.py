@@ -12,7 +12,7 @@ Who may do what (decisions, see docs/rooms.md):
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from homeserver.api.errors import MatrixError, forbidden, not_found
 from homeserver.core.ids import get_domain_from_id, is_valid_room_alias, is_valid_room_id
@@ -57,15 +57,23 @@ class Directory:
         self.rooms = rooms
         self.cache = cache
         self.membership = membership
+        #: ``check(alias, appservice)`` before an alias is created or deleted; raises
+        #: ``M_EXCLUSIVE`` for aliases reserved by an application service.
+        self.alias_checks: list[Callable[[str, Any], None]] = []
+        #: ``listener(alias, room_id)`` after an alias is created, ``listener(alias, None)`` after
+        #: it is deleted (the application-service interest index follows aliases this way).
+        self.alias_listeners: list[Callable[[str, str | None], None]] = []
 
     def _check_alias(self, alias: str) -> None:
         if not is_valid_room_alias(alias):
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid room alias")
 
-    async def create_alias(self, user_id: str, alias: str, room_id: str) -> None:
+    async def create_alias(self, user_id: str, alias: str, room_id: str, appservice: Any = None) -> None:
         self._check_alias(alias)
         if get_domain_from_id(alias) != self.server_name:
             raise MatrixError(400, "M_INVALID_PARAM", "Aliases must be on this server")
+        for check in self.alias_checks:
+            check(alias, appservice)
         if not is_valid_room_id(room_id):
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid room ID")
         room = await self.cache.get(room_id)
@@ -75,22 +83,30 @@ class Directory:
             raise forbidden("You must be in the room to give it an alias.")
         if not await self.rooms.create_alias(alias, room_id, user_id, [self.server_name]):
             raise MatrixError(409, "M_UNKNOWN", "Room alias already exists")
+        for listener in self.alias_listeners:
+            listener(alias, room_id)
 
     async def get_alias(self, alias: str) -> dict[str, Any]:
         self._check_alias(alias)
         room_id, servers = await self.membership.resolve_room(alias)
         return {"room_id": room_id, "servers": servers or [self.server_name]}
 
-    async def delete_alias(self, user_id: str, alias: str, is_admin: bool) -> None:
+    async def delete_alias(self, user_id: str, alias: str, is_admin: bool, appservice: Any = None) -> None:
         self._check_alias(alias)
+        for check in self.alias_checks:
+            check(alias, appservice)
         info = await self.rooms.get_alias(alias)
         if info is None:
             raise not_found("Room alias not found")
-        if info.creator != user_id and not is_admin:
+        # An application service manages every alias of its namespace (spec "Server admin style permissions").
+        owns = appservice is not None and appservice.is_interested_in_alias(alias)
+        if info.creator != user_id and not is_admin and not owns:
             room = await self.cache.get(info.room_id)
             if room is None or not self._may_edit_directory(room, user_id):
                 raise forbidden("You may not delete this alias.")
         await self.rooms.delete_alias(alias)
+        for listener in self.alias_listeners:
+            listener(alias, None)
 
     def _may_edit_directory(self, room: RoomState, user_id: str) -> bool:
         pl = room.power_levels

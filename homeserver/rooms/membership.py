@@ -10,7 +10,7 @@ federation is off, in which case such requests fail with a clear error).
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from homeserver.api.errors import MatrixError, forbidden, not_found
 from homeserver.core.events import Event
@@ -68,6 +68,12 @@ class MembershipService:
         self.rooms = rooms
         self.profiles = profiles
         self.remote = remote
+        #: ``async (alias) -> bool`` asked when a local alias is unknown; True means "look again"
+        #: (application services create rooms on demand).
+        self.alias_queries: list[Callable[[str], Awaitable[bool]]] = []
+        #: ``async (user_id) -> None`` called before inviting a user, so an application service
+        #: can create an unknown user of its namespace first.
+        self.user_queries: list[Callable[[str], Awaitable[None]]] = []
 
     def is_mine(self, user_id: str) -> bool:
         return get_domain_from_id(user_id) == self.server_name
@@ -91,6 +97,11 @@ class MembershipService:
         if not is_valid_room_alias(room_id_or_alias):
             raise MatrixError(400, "M_INVALID_PARAM", "Expected a room ID or a room alias")
         info = await self.rooms.get_alias(room_id_or_alias)
+        if info is None and get_domain_from_id(room_id_or_alias) == self.server_name:
+            for query in self.alias_queries:
+                if await query(room_id_or_alias):
+                    info = await self.rooms.get_alias(room_id_or_alias)
+                    break
         if info is not None:
             return info.room_id, info.servers
         if get_domain_from_id(room_id_or_alias) != self.server_name and self.remote is not None:
@@ -128,6 +139,8 @@ class MembershipService:
         if not is_valid_user_id(target):
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid user ID")
         room = await self.sender.room_or_forbidden(room_id)
+        for query in self.user_queries:
+            await query(target)
         content: dict[str, Any] = {"membership": "invite", **await self.profile_content(target)}
         if reason is not None:
             content["reason"] = reason

@@ -47,17 +47,19 @@ class EventSender:
 
     async def send(self, sender: str, room_id: str, event_type: str, content: dict[str, Any], *,
                    state_key: str | None = None, redacts: str | None = None,
-                   txn_key: tuple[str, str, str] | None = None) -> str:
+                   txn_key: tuple[str, str, str] | None = None, origin_server_ts: int | None = None) -> str:
         """Send an event and return its ID once it is durable.
 
         Args:
             txn_key: ``(user_id, device_id, txn_id)`` for idempotent client sends.
+            origin_server_ts: The timestamp an application service asked for (``?ts=``).
 
         Raises:
             MatrixError: M_FORBIDDEN (auth rules, with their reason), M_BAD_JSON.
         """
         if txn_key is None:
-            return (await self._send(sender, room_id, event_type, content, state_key, redacts, None)).event_id
+            return (await self._send(sender, room_id, event_type, content, state_key, redacts, None,
+                                     origin_server_ts)).event_id
         key = (room_id, *txn_key)
         waiters = self._inflight.get(key)
         if waiters is not None:  # the same request is still in flight: share its answer
@@ -70,7 +72,7 @@ class EventSender:
             event_id = self.events.get_txn_event_id(room_id, *txn_key)
             if event_id is None:
                 event_id = (await self._send(sender, room_id, event_type, content, state_key, redacts,
-                                             txn_key)).event_id
+                                             txn_key, origin_server_ts)).event_id
         except Exception as e:
             for w in self._inflight.pop(key):
                 w.errback(e)
@@ -81,7 +83,8 @@ class EventSender:
 
     async def _send(self, sender: str, room_id: str, event_type: str, content: dict[str, Any],
                     state_key: str | None, redacts: str | None,
-                    txn_key: tuple[str, str, str] | None) -> PersistedEvent:
+                    txn_key: tuple[str, str, str] | None,
+                    origin_server_ts: int | None = None) -> PersistedEvent:
         if event_type == "m.room.message" and state_key is None:
             check_message_content(content)
         rel = check_relation(content) if state_key is None else None
@@ -93,7 +96,7 @@ class EventSender:
             same = room.tip_get(event_type, state_key)
             if same is not None and same.sender == sender and same.content == content:
                 return PersistedEvent(same, 0, same.depth)
-        event = self.builder.build(room, event_type, sender, content, state_key, redacts)
+        event = self.builder.build(room, event_type, sender, content, state_key, redacts, origin_server_ts)
         return await self.persist_local(room, event, txn_key)
 
     async def persist_local(self, room: RoomState, event: Event,

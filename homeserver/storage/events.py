@@ -325,6 +325,19 @@ class EventStore:
         hit = self._txn_ids.get((room_id, user_id, device_id, txn_id))
         return hit[0] if hit is not None else None
 
+    async def stream_events(self, after: int, upto: int, limit: int) -> tuple[list[StoredEvent], int]:
+        """Timeline events of every room with after < stream_ordering <= upto, oldest first, at most
+        ``limit``, and the position read up to (for consumers catching up on the stream, e.g.
+        application services after a restart)."""
+        def txn_fn(txn: Txn) -> list[tuple[str, int]]:
+            return [(r[0], r[1]) for r in txn.query(
+                "SELECT event_id, stream_ordering FROM events WHERE stream_ordering > ? AND stream_ordering <= ?"
+                " AND outlier = ? AND rejected_reason IS NULL ORDER BY stream_ordering LIMIT ?",
+                (after, upto, False, limit))]
+        rows = await self.db.run(txn_fn)
+        scanned = rows[-1][1] if len(rows) == limit else upto
+        return await self.get_events_as_list([r[0] for r in rows]), scanned
+
     async def get_forward_extremities(self, room_id: str) -> list[str]:
         return await self.db.run(lambda txn: [r[0] for r in txn.query(
             "SELECT event_id FROM event_forward_extremities WHERE room_id = ? ORDER BY event_id",

@@ -94,6 +94,11 @@ class RoomStore:
             return room_id
         return await self.db.run(txn_fn)
 
+    async def all_aliases(self) -> list[tuple[str, str]]:
+        """Every ``(alias, room_id)`` (loaded once at start by in-memory alias indexes)."""
+        return await self.db.run(lambda txn: [(r[0], r[1]) for r in txn.query(
+            "SELECT room_alias, room_id FROM room_aliases")])
+
     async def aliases_for_room(self, room_id: str) -> list[str]:
         return await self.db.run(lambda txn: [r[0] for r in txn.query(
             "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", (room_id,))])

@@ -111,6 +111,8 @@ class AccountService:
             if not localpart or not is_valid_localpart(localpart):
                 raise MatrixError(400, "M_INVALID_USERNAME", "Invalid user ID localpart")
             user_id = self.user_id(localpart)
+        if appservice is not None:
+            appservice_id = appservice_id or getattr(appservice, "id", None)
         if await self._users.find_user_case_insensitive(user_id):
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
         password_hash = await self._hasher.hash(password) if password else None
@@ -200,6 +202,10 @@ class AccountService:
 
     async def get_device(self, user_id: str, device_id: str) -> Device | None:
         return await self._users.get_device(user_id, device_id)
+
+    async def create_device(self, user_id: str, device_id: str, display_name: str | None) -> None:
+        """A device without an access token (application services manage their users' devices)."""
+        await self._users.upsert_device(user_id, device_id, display_name, self._clock.time_msec())
 
     async def set_device_display_name(self, user_id: str, device_id: str, name: str | None) -> bool:
         return await self._users.set_device_display_name(user_id, device_id, name)

@@ -35,6 +35,9 @@ class ProfileService:
         self.on_profile_change: list[ProfileChange] = []
         #: ``async lookup(user_id) -> profile dict or None`` for remote users (federation).
         self.remote_lookup: RemoteLookup | None = None
+        #: ``async query(user_id) -> None`` for an unknown local user, before answering 404
+        #: (application services create users of their namespaces on demand).
+        self.user_queries: list[Callable[[str], Awaitable[None]]] = []
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.startswith("@") and user_id.endswith(":" + self.server_name)
@@ -51,6 +54,10 @@ class ProfileService:
                 raise MatrixError(404, "M_NOT_FOUND", "Profile not found")
             return {k: v for k, v in profile.items() if k in FIELDS and isinstance(v, str)}
         info = await self._users.get_user(user_id)
+        if info is None and self.user_queries:
+            for query in self.user_queries:
+                await query(user_id)
+            info = await self._users.get_user(user_id)
         row = await self._users.get_profile(user_id) if info is not None and not info.deactivated else None
         if row is None:
             raise MatrixError(404, "M_NOT_FOUND", "Profile not found")

@@ -43,11 +43,17 @@ class DeviceServlets:
             raise MatrixError(404, "M_NOT_FOUND", "Device not found")
         return device_json(d)
 
-    async def update_device(self, request: ApiRequest) -> dict[str, Any]:
-        """PUT /_matrix/client/v3/devices/{deviceId} — rename a device (``display_name``)."""
+    async def update_device(self, request: ApiRequest) -> Any:
+        """PUT /_matrix/client/v3/devices/{deviceId} — rename a device (``display_name``);
+        an application service creates it when it does not exist (201, spec v1.17)."""
         body = request.json()
         name = get_str(body, "display_name", None, max_len=MAX_DEVICE_NAME_LEN, allow_none=True)
         user_id, device_id = request.requester.user_id, request.path_params["device_id"]
+        if request.requester.appservice is not None and await self._accounts.get_device(user_id, device_id) is None:
+            if not device_id or len(device_id) > 255:
+                raise MatrixError(400, "M_INVALID_PARAM", "Device IDs are 1 to 255 characters")
+            await self._accounts.create_device(user_id, device_id, name)
+            return 201, {}
         if "display_name" not in body:
             if await self._accounts.get_device(user_id, device_id) is None:
                 raise MatrixError(404, "M_NOT_FOUND", "Device not found")

@@ -40,7 +40,8 @@ class DirectoryServlets:
         """PUT /_matrix/client/v3/directory/room/{roomAlias} — map an alias to a room."""
         body = request.json()
         await self.directory.create_alias(request.requester.user_id, request.path_params["alias"],
-                                          get_str(body, "room_id", max_len=255))
+                                          get_str(body, "room_id", max_len=255),
+                                          getattr(request.requester, "appservice", None))
         return {}
 
     async def get_alias(self, request: ApiRequest) -> dict[str, Any]:
@@ -51,7 +52,7 @@ class DirectoryServlets:
         """DELETE /_matrix/client/v3/directory/room/{roomAlias} — remove an alias."""
         user = await self.users.get_user(request.requester.user_id)
         await self.directory.delete_alias(request.requester.user_id, request.path_params["alias"],
-                                          bool(user and user.admin))
+                                          bool(user and user.admin), getattr(request.requester, "appservice", None))
         return {}
 
     async def room_aliases(self, request: ApiRequest) -> dict[str, Any]:

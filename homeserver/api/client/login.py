@@ -18,6 +18,8 @@ class LoginServlets:
         self.flows: list[dict[str, Any]] = [{"type": "m.login.password"}]
         #: Extra login handlers by type: ``async (body, request) -> user_id``.
         self.extra_types: dict[str, Any] = {}
+        #: Login types not rate-limited by client IP (the application service's own).
+        self.rate_limit_exempt: set[str] = set()
 
     def register(self, router: Router) -> None:
         router.add_client("GET", "/login", self.get_login, auth="none")
@@ -38,7 +40,8 @@ class LoginServlets:
         login_type = get_str(body, "type")
         device_id = get_str(body, "device_id", None, max_len=255)
         display_name = get_str(body, "initial_device_display_name", None, max_len=MAX_DEVICE_NAME_LEN)
-        self._limiter.check("ip:" + request.client_ip)
+        if login_type not in self.rate_limit_exempt:
+            self._limiter.check("ip:" + request.client_ip)
         if login_type == "m.login.password":
             user = self._user_from_identifier(body)
             password = get_str(body, "password", max_len=MAX_PASSWORD_LEN)

@@ -18,6 +18,10 @@ class RegisterServlets:
         self._uia = uia
         self._limiter = limiter
         self.enable_registration = enable_registration
+        #: Registration types answered without UIA, by ``body["type"]``:
+        #: ``async (body, request) -> response``. Application services add
+        #: ``m.login.application_service``; the handler does its own auth and limits.
+        self.extra_types: dict[str, Any] = {}
 
     def register(self, router: Router) -> None:
         router.add_client("POST", "/register", self.post_register, auth="none")
@@ -34,6 +38,10 @@ class RegisterServlets:
         (guest access is not offered). Rate limited per IP on success.
         """
         body = request.json()
+        body_type = body.get("type")
+        extra = self.extra_types.get(body_type) if isinstance(body_type, str) else None
+        if extra is not None:
+            return await extra(body, request)
         kind = request.query("kind", "user")
         if kind == "guest":
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")

@@ -36,6 +36,13 @@ def _reason(body: dict[str, Any]) -> str | None:
     return get_str(body, "reason", None, max_len=4096, allow_none=True)
 
 
+def _appservice_ts(request: ApiRequest) -> int | None:
+    """``?ts=`` of an application service (spec "Timestamp massaging"); ignored for other callers."""
+    if getattr(request.requester, "appservice", None) is None:
+        return None
+    return request.query_int_strict("ts")
+
+
 def _txn_key(request: ApiRequest) -> tuple[str, str, str]:
     txn_id = request.path_params["txn_id"]
     if not txn_id or len(txn_id) > MAX_TXN_ID:
@@ -136,7 +143,8 @@ class RoomServlets:
             creation_content=get_dict(body, "creation_content", {}),
             room_version=room_version,
         )
-        room_id, alias = await self.creator.create(request.requester.user_id, req)
+        room_id, alias = await self.creator.create(request.requester.user_id, req,
+                                                   getattr(request.requester, "appservice", None))
         out: dict[str, Any] = {"room_id": room_id}
         if alias is not None:
             out["room_alias"] = alias
@@ -222,8 +230,9 @@ class RoomServlets:
         room_id, etype, txn_key = _room_id(request), _event_type(request), _txn_key(request)
         content = request.json()
         if self.limiter is not None:
-            self.limiter.check(request.requester.user_id)
-        event_id = await self.sender.send(request.requester.user_id, room_id, etype, content, txn_key=txn_key)
+            self.limiter.check(request.requester.user_id, requester=request.requester)
+        event_id = await self.sender.send(request.requester.user_id, room_id, etype, content, txn_key=txn_key,
+                                          origin_server_ts=_appservice_ts(request))
         return {"event_id": event_id}
 
     async def put_state(self, request: ApiRequest) -> dict[str, Any]:
@@ -238,7 +247,8 @@ class RoomServlets:
             membership = content.get("membership")
             if not isinstance(membership, str):
                 raise bad_json("m.room.member needs a 'membership'")
-        event_id = await self.sender.send(user, room_id, etype, content, state_key=state_key)
+        event_id = await self.sender.send(user, room_id, etype, content, state_key=state_key,
+                                          origin_server_ts=_appservice_ts(request))
         return {"event_id": event_id}
 
     async def get_state_event(self, request: ApiRequest) -> dict[str, Any]:
