@@ -29,7 +29,7 @@ import uuid
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MXBENCH = os.path.join(ROOT, "..", "shared", "bench", "mxbench.py")
+MXBENCH = os.environ.get("MXBENCH", "/work/shared/bench/mxbench.py")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
