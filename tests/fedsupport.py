@@ -23,3 +23,16 @@ def federation_config(tmp_path: Any, database_url: str, name: str, port: int | N
 
 async def start_federating(tmp_path: Any, database_url: str, name: str, port: int | None = None) -> HomeServer:
     return await start_homeserver(federation_config(tmp_path, database_url, name, port))
+
+
+async def eventually(check: Any, tries: int = 200, interval_s: float = 0.05) -> Any:
+    """Await ``check()`` until it is truthy (federation is asynchronous); fail after ``tries``."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(tries):
+        result = await check()
+        if result:
+            return result
+        await deferLater(reactor, interval_s, lambda: None)
+    raise AssertionError("condition not met")

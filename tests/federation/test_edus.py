@@ -5,22 +5,10 @@ from urllib.parse import quote
 
 import pytest_twisted
 
-from fedsupport import start_federating
+from fedsupport import eventually, start_federating
 from support import Client
 
 V3 = "/_matrix/client/v3"
-
-
-async def eventually(check, tries: int = 200):
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    for _ in range(tries):
-        result = await check()
-        if result:
-            return result
-        await deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError("condition not met")
 
 
 @pytest_twisted.async_yield_fixture

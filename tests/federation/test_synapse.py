@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-from fedsupport import free_port, start_federating
+from fedsupport import eventually as fed_eventually, free_port, start_federating
 from support import Client
 from synapse_support import Synapse, synapse_python
 
@@ -27,14 +27,7 @@ class RemoteClient(Client):
 
 
 async def eventually(check, tries: int = 400):
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    for _ in range(tries):
-        if await check():
-            return
-        await deferLater(reactor, 0.1, lambda: None)
-    raise AssertionError("condition not met")
+    await fed_eventually(check, tries, interval_s=0.1)
 
 
 async def bodies(client, room_id):
