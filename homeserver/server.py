@@ -488,9 +488,8 @@ class HomeServer:
 
     def _load_positions(self) -> None:
         """Continue stream orderings and state group IDs after what is stored."""
-        loaded = StreamIdGenerator.load(self.db, "events", "stream_ordering")
-        self.event_stream_ids.__init__(loaded.current())  # type: ignore[misc]  # same object, wired already
-        self.event_stream.reset(loaded.current())
+        self.event_stream_ids.load_from(self.db, "events", "stream_ordering")
+        self.event_stream.reset(self.event_stream_ids.current())
         self.state_store.load_ids()
         lowest = self.db.run_blocking(lambda txn: txn.scalar("SELECT MIN(stream_ordering) FROM events"))
         self.persister.set_backfill_start(int(lowest or 0))

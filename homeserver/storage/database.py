@@ -308,8 +308,14 @@ class StreamIdGenerator:
 
     @classmethod
     def load(cls, db: Database, table: str, column: str) -> "StreamIdGenerator":
+        generator = cls(0)
+        generator.load_from(db, table, column)
+        return generator
+
+    def load_from(self, db: Database, table: str, column: str) -> None:
+        """Continue after the highest stored position (blocking; at start-up)."""
         value = db.run_blocking(lambda txn: txn.scalar(f"SELECT MAX({column}) FROM {table}"))
-        return cls(int(value or 0))
+        self._current = int(value or 0)
 
     def next(self) -> int:
         self._current += 1
