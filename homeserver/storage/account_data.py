@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from homeserver.storage.database import Database, Txn
-from homeserver.storage.streams import ChangeCache, StreamWriter
+from homeserver.storage.streams import ChangeCache, StreamWriter, write_keyed
 from homeserver.util import json as jsonutil
 
 GLOBAL = ""  # room_id of global account data
@@ -26,28 +26,16 @@ class AccountDataStore:
     async def put(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any],
                   on_visible: Callable[[int], None] | None = None) -> int:
         """Store one account data entry; returns its stream position."""
-        pos = self.stream.allocate()
         raw = jsonutil.dumps(content)
 
-        def fn(txn: Txn) -> None:
+        def fn(txn: Txn, pos: int) -> None:
             txn.execute(
                 "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, data_type)"
                 " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id",
                 (user_id, room_id, data_type, raw, pos))
 
-        written = False
-        try:
-            await self._db.run(fn)
-            written = True
-        finally:
-            def visible() -> None:
-                if written:
-                    self.changes.changed(user_id, pos)
-                    if on_visible is not None:
-                        on_visible(pos)
-            self.stream.finish(pos, visible)
-        return pos
+        return await write_keyed(self._db, self.stream, self.changes, user_id, fn, on_visible)
 
     async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:
         raw = await self._db.run(lambda txn: txn.scalar(

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from homeserver.storage.database import Database, Txn
-from homeserver.storage.streams import ChangeCache, StreamWriter
+from homeserver.storage.streams import ChangeCache, StreamWriter, write_keyed
 
 
 class DeviceListStore:
@@ -22,20 +22,8 @@ class DeviceListStore:
         self.changes = ChangeCache(top)
 
     async def add_change(self, user_id: str, on_visible: Callable[[int], None] | None = None) -> int:
-        pos = self.stream.allocate()
-        written = False
-        try:
-            await self._db.run(lambda txn: txn.execute(
-                "INSERT INTO device_lists_stream (stream_id, user_id) VALUES (?, ?)", (pos, user_id)))
-            written = True
-        finally:
-            def visible() -> None:
-                if written:
-                    self.changes.changed(user_id, pos)
-                    if on_visible is not None:
-                        on_visible(pos)
-            self.stream.finish(pos, visible)
-        return pos
+        return await write_keyed(self._db, self.stream, self.changes, user_id, lambda txn, pos: txn.execute(
+            "INSERT INTO device_lists_stream (stream_id, user_id) VALUES (?, ?)", (pos, user_id)), on_visible)
 
     async def changed_among(self, user_ids: Sequence[str], since: int, upto: int) -> set[str]:
         candidates = [u for u in user_ids if self.changes.has_changed(u, since)]

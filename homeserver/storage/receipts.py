@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from homeserver.storage.database import Database, Txn
-from homeserver.storage.streams import ChangeCache, StreamWriter
+from homeserver.storage.streams import ChangeCache, StreamWriter, write_keyed
 from homeserver.util import json as jsonutil
 
 
@@ -35,10 +35,9 @@ class ReceiptStore:
 
     async def put(self, room_id: str, receipt_type: str, user_id: str, thread_id: str, event_id: str,
                   data: dict[str, Any], on_visible: Callable[[int], None] | None = None) -> int:
-        pos = self.stream.allocate()
         raw = jsonutil.dumps(data)
 
-        def fn(txn: Txn) -> None:
+        def fn(txn: Txn, pos: int) -> None:
             txn.execute(
                 "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, data, stream_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, receipt_type, user_id, thread_id)"
@@ -46,18 +45,7 @@ class ReceiptStore:
                 " stream_id = excluded.stream_id",
                 (room_id, receipt_type, user_id, thread_id, event_id, raw, pos))
 
-        written = False
-        try:
-            await self._db.run(fn)
-            written = True
-        finally:
-            def visible() -> None:
-                if written:
-                    self.changes.changed(room_id, pos)
-                    if on_visible is not None:
-                        on_visible(pos)
-            self.stream.finish(pos, visible)
-        return pos
+        return await write_keyed(self._db, self.stream, self.changes, room_id, fn, on_visible)
 
     async def get_for_rooms(self, room_ids: Sequence[str], since: int, upto: int) -> list[Receipt]:
         """Receipts in ``room_ids`` with positions in (since, upto]; since=0 means all."""

@@ -13,7 +13,9 @@ nothing new costs no query.
 from __future__ import annotations
 
 import heapq
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
+
+from homeserver.storage.database import Database, Txn
 
 
 class StreamWriter:
@@ -78,3 +80,26 @@ class ChangeCache:
 
     def last(self, key: Hashable) -> int | None:
         return self._last.get(key)
+
+
+async def write_keyed(db: Database, stream: StreamWriter, changes: ChangeCache, key: Hashable,
+                      write: Callable[[Txn, int], Any],
+                      on_visible: Callable[[int], None] | None = None) -> int:
+    """Allocate a position, run ``write(txn, position)`` in one transaction, and,
+    once readers can see it, mark ``key`` changed and call ``on_visible(position)``.
+
+    A failed write still releases its position, so later writes become visible.
+    """
+    pos = stream.allocate()
+    written = False
+    try:
+        await db.run(write, pos)
+        written = True
+    finally:
+        def visible() -> None:
+            if written:
+                changes.changed(key, pos)
+                if on_visible is not None:
+                    on_visible(pos)
+        stream.finish(pos, visible)
+    return pos
