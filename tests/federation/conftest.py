@@ -5,6 +5,9 @@ import uuid
 from urllib.parse import quote
 
 import pytest
+import pytest_twisted
+
+from fedsupport import start_federating
 
 
 
@@ -34,3 +37,12 @@ def db_url_for(database_url, tmp_path):
         for schema in created:
             cur.execute(f"DROP SCHEMA {schema} CASCADE")
     conn.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def servers(tmp_path, db_url_for):
+    """Two federating homeservers, ``a`` and ``b``, on the test's engine."""
+    started = [await start_federating(tmp_path, db_url_for(name), name) for name in ("a", "b")]
+    yield started
+    for hs in started:
+        await hs.stop()

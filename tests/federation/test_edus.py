@@ -11,14 +11,6 @@ from support import Client
 V3 = "/_matrix/client/v3"
 
 
-@pytest_twisted.async_yield_fixture
-async def servers(tmp_path, db_url_for):
-    started = [await start_federating(tmp_path, db_url_for(name), name) for name in ("a", "b")]
-    yield started
-    for hs in started:
-        await hs.stop()
-
-
 @pytest_twisted.ensureDeferred
 async def test_ephemeral_data_crosses_servers(servers):
     a, b = servers

@@ -5,19 +5,11 @@ from urllib.parse import quote
 
 import pytest_twisted
 
-from fedsupport import eventually, start_federating
+from fedsupport import eventually
 from support import Client
 
 V3 = "/_matrix/client/v3"
 P = "/_matrix/client/unstable/im.qun"
-
-
-@pytest_twisted.async_yield_fixture
-async def servers(tmp_path, db_url_for):
-    started = [await start_federating(tmp_path, db_url_for(name), name) for name in ("a", "b")]
-    yield started
-    for hs in started:
-        await hs.stop()
 
 
 @pytest_twisted.ensureDeferred

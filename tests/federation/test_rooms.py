@@ -7,16 +7,6 @@ from fedsupport import eventually, start_federating
 from support import Client
 
 
-@pytest_twisted.async_yield_fixture
-async def servers(tmp_path, db_url_for):
-    started = []
-    for name in ("a", "b"):
-        started.append(await start_federating(tmp_path, db_url_for(name), name))
-    yield started
-    for hs in started:
-        await hs.stop()
-
-
 async def _bodies(client: Client, room_id: str) -> list[str]:
     code, resp = await client.get(f"/_matrix/client/v3/rooms/{room_id}/messages",
                                   params={"dir": "b", "limit": "50"})
