@@ -29,6 +29,16 @@ MAX_DELTA_DEPTH = 50
 #: How many state group maps the in-memory cache keeps.
 GROUP_CACHE_SIZE = 500
 
+#: The entries of a state group and of every group its delta chain rests on, deepest first
+#: (args: group, room_id, room_id). Applying the rows in order yields the group's state.
+_GROUP_CHAIN_SQL = (
+    "WITH RECURSIVE chain(sg, lvl) AS ("
+    " SELECT CAST(? AS BIGINT), 0"
+    " UNION ALL SELECT g.prev_group, c.lvl + 1 FROM state_groups g JOIN chain c"
+    " ON g.room_id = ? AND g.state_group = c.sg WHERE g.prev_group IS NOT NULL)"
+    " SELECT c.lvl, s.type, s.state_key, s.event_id FROM chain c"
+    " JOIN state_group_entries s ON s.room_id = ? AND s.state_group = c.sg")
+
 
 @dataclass(frozen=True)
 class Membership:
@@ -132,12 +142,7 @@ class StateStore:
         if hit is not None:
             return hit
         rows = txn.query(
-            "WITH RECURSIVE chain(sg, lvl) AS ("
-            " SELECT CAST(? AS BIGINT), 0"
-            " UNION ALL SELECT g.prev_group, c.lvl + 1 FROM state_groups g JOIN chain c"
-            " ON g.room_id = ? AND g.state_group = c.sg WHERE g.prev_group IS NOT NULL)"
-            " SELECT c.lvl, s.type, s.state_key, s.event_id FROM chain c"
-            " JOIN state_group_entries s ON s.room_id = ? AND s.state_group = c.sg"
+            _GROUP_CHAIN_SQL +
             " ORDER BY c.lvl DESC", (group, room_id, room_id))
         depth = txn.scalar("SELECT delta_depth FROM state_groups WHERE room_id = ? AND state_group = ?",
                            (room_id, group))
@@ -168,12 +173,7 @@ class StateStore:
         def txn_fn(txn: Txn) -> StateMap:
             conds = " OR ".join(["(s.type = ? AND s.state_key = ?)"] * len(keys))
             rows = txn.query(
-                "WITH RECURSIVE chain(sg, lvl) AS ("
-                " SELECT CAST(? AS BIGINT), 0"
-                " UNION ALL SELECT g.prev_group, c.lvl + 1 FROM state_groups g JOIN chain c"
-                " ON g.room_id = ? AND g.state_group = c.sg WHERE g.prev_group IS NOT NULL)"
-                " SELECT c.lvl, s.type, s.state_key, s.event_id FROM chain c"
-                " JOIN state_group_entries s ON s.room_id = ? AND s.state_group = c.sg"
+                _GROUP_CHAIN_SQL +
                 f" WHERE {conds} ORDER BY c.lvl DESC",
                 [group, room_id, room_id, *[x for k in keys for x in k]])
             out: StateMap = {}
