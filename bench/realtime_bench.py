@@ -35,6 +35,13 @@ import yaml
 V3 = "/_matrix/client/v3"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss(pid: int, field: str = "VmRSS:") -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
@@ -76,7 +83,7 @@ def arrivals(body: dict, room: str, now: float, lat: list[float], seen: set) -> 
     for e in body.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {}).get("events", []):
         sent = e.get("content", {}).get("bench_sent")
         if sent is not None:
-            lat.append(now - sent / 1e6)
+            lat.append((now - sent / 1e6, e["event_id"]))
             seen.add(e["event_id"])
 
 
@@ -108,6 +115,8 @@ async def longpoll_member(session, base, token, room, lat, stop: asyncio.Event, 
             async with session.get(f"{base}{V3}/sync", headers=headers,
                                    params={"since": since, "timeout": "30000", "filter": filt}) as r:
                 body = await r.json()
+                if r.status != 200:
+                    raise RuntimeError(f"/sync answered {r.status}: {body}")
         except asyncio.CancelledError:
             break
         arrivals(body, room, time.monotonic(), lat, seen)
@@ -136,7 +145,7 @@ async def ws_member(session, base, token, room, lat, stop: asyncio.Event, ready)
     return len(seen)
 
 
-async def delivery(base: str, mode: str, members: int, rate: float, seconds: float) -> None:
+async def delivery(base: str, pid: int, mode: str, members: int, rate: float, seconds: float) -> None:
     t0 = time.monotonic()
     room, tokens = await setup(base, members)
     print(f"setup: {members} users joined in {time.monotonic() - t0:.1f}s")
@@ -157,23 +166,50 @@ async def delivery(base: str, mode: str, members: int, rate: float, seconds: flo
         tasks = [asyncio.ensure_future(fn(session, base, t, room, lat, stop, ready)) for t in tokens]
         await asyncio.wait_for(all_ready.wait(), 300)
         await asyncio.sleep(1)
+        spy = None
+        if os.environ.get("BENCH_PYSPY"):  # e.g. BENCH_PYSPY=/tmp/profile.txt: sample the sending phase
+            spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record",
+                                    "-f", "raw", "-o", os.environ["BENCH_PYSPY"], "--pid", str(pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1)
+        server_cpu, client_cpu, wall = cpu_seconds(pid), sum(os.times()[:2]), time.monotonic()
         sent = await sender(base, tokens[0], room, rate, seconds)
         await asyncio.sleep(2)  # let the last deliveries land
+        if spy is not None:
+            spy.send_signal(2)  # py-spy writes its profile on SIGINT
+            spy.wait()
+        wall = time.monotonic() - wall
+        server_cpu = cpu_seconds(pid) - server_cpu
+        client_cpu = sum(os.times()[:2]) - client_cpu
         stop.set()
         for t in tasks:
             t.cancel()
         counts = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, int)]
     expected = sent * members
     got = len(lat)
-    lat.sort()
-    ms = [x * 1000 for x in lat]
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for x, event_id in lat:
+        first[event_id] = min(first.get(event_id, x), x)
+        last[event_id] = max(last.get(event_id, x), x)
+    ms = sorted(x * 1000 for x, _ in lat)
 
-    def pct(p: float) -> float:
-        return ms[min(len(ms) - 1, int(p * len(ms)))] if ms else float("nan")
+    def pct(p: float, values: list[float] | None = None) -> float:
+        values = ms if values is None else values
+        return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
+
+    firsts = sorted(x * 1000 for x in first.values())
+    spreads = sorted((last[k] - first[k]) * 1000 for k in first)
 
     print(f"{mode}: {members} members, {rate:g} msg/s for {seconds:g}s: {got}/{expected} deliveries "
           f"({sum(counts)} distinct), latency ms p50 {pct(0.5):.1f} p90 {pct(0.9):.1f} "
           f"p99 {pct(0.99):.1f} max {ms[-1] if ms else float('nan'):.1f} mean {statistics.mean(ms):.1f}")
+    # The first receiver of a message bounds the send path (PUT, persist, wake);
+    # first to last is the fan-out's spread over the receivers.
+    print(f"per message: first delivery p50 {pct(0.5, firsts):.1f} p99 {pct(0.99, firsts):.1f} ms; "
+          f"first-to-last spread p50 {pct(0.5, spreads):.1f} p99 {pct(0.99, spreads):.1f} ms")
+    print(f"CPU while sending: server {100 * server_cpu / wall:.0f}% of a core, "
+          f"client {100 * client_cpu / wall:.0f}% of a core")
 
 
 async def idle(base: str, pid: int, connections: int) -> None:
@@ -214,9 +250,6 @@ def main() -> None:
         with open(os.path.join(tmp, "hs.yaml"), "w") as f:
             yaml.safe_dump(config, f)
         cmd = [sys.executable, "-m", "homeserver", "-c", "hs.yaml"]
-        if os.environ.get("BENCH_PYSPY"):  # e.g. BENCH_PYSPY=/tmp/profile.txt: sample the server
-            cmd = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-f", "raw", "-o",
-                   os.environ["BENCH_PYSPY"], "--"] + cmd
         log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "wb")
         proc = subprocess.Popen(cmd, cwd=tmp, stderr=log, stdout=log)
         base = f"http://127.0.0.1:{port}"
@@ -233,14 +266,10 @@ def main() -> None:
                 members = int(sys.argv[2]) if len(sys.argv) > 2 else 500
                 rate = float(sys.argv[3]) if len(sys.argv) > 3 else 20
                 seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 15
-                asyncio.run(delivery(base, mode, members, rate, seconds))
-            if not os.environ.get("BENCH_PYSPY"):
-                print(f"server peak RSS {rss(proc.pid, 'VmHWM:') >> 20} MiB")
+                asyncio.run(delivery(base, proc.pid, mode, members, rate, seconds))
+            print(f"server peak RSS {rss(proc.pid, 'VmHWM:') >> 20} MiB")
         finally:
-            if os.environ.get("BENCH_PYSPY"):
-                proc.send_signal(2)  # py-spy writes its profile on SIGINT
-            else:
-                proc.terminate()
+            proc.terminate()
             proc.wait(timeout=60)
 
 

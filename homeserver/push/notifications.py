@@ -10,8 +10,9 @@ Counts are in memory, so the count for an event is in the same /sync
 response as the event itself. Durable rows (one per notified member, for
 ``GET /notifications`` and for counts after a restart) are written off the
 send path, batched: all rows of every event evaluated during
-``flush_delay_s`` go in one transaction (``executemany``), together with the
-read positions that moved. A crash loses at most that window of rows.
+``flush_delay_s`` go together (``executemany``, in transactions of at most
+``FLUSH_CHUNK`` rows so that message persists interleave), with the read
+positions that moved. A crash loses at most that window of rows.
 
 A read receipt (or the member's own event) sets their read position in the
 room; the notifications at or before it are dropped from the counts. Threaded
@@ -34,6 +35,8 @@ from homeserver.util.clock import Clock
 
 logger = logging.getLogger(__name__)
 
+#: Notification rows written per transaction by :meth:`NotificationService.flush`.
+FLUSH_CHUNK = 500
 #: Unread notifications tracked per (room, user); older ones only count.
 MAX_TRACKED = 1000
 #: Recent events remembered (event ID -> position / client dict) to resolve receipts.
@@ -354,6 +357,12 @@ class NotificationService:
             return
         self._flushing = defer.Deferred()
         try:
+            # In chunks: SQLite has one writer, and a message's persist queued
+            # behind one big transaction (500 members x a burst of messages)
+            # would wait for all of it; between chunks it goes first.
+            while len(rows) > FLUSH_CHUNK:
+                await self._store.add_notifications(rows[:FLUSH_CHUNK], ())
+                del rows[:FLUSH_CHUNK]
             await self._store.add_notifications(rows, [(r, u, so) for (r, u), so in positions.items()])
         except Exception:
             logger.exception("saving %d notifications", len(rows))

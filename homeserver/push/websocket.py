@@ -19,10 +19,23 @@ While the transport is paused (the peer is not reading), wake-ups only mark
 the connection dirty, so a slow reader costs no memory beyond its socket
 buffer; it is closed once it stays behind for ``slow_reader_timeout`` or
 its answers to requests pile past ``max_buffer_size``.
+
+Fan-out cost (see docs/performance.md, "Realtime"): a message to a
+500-member group wakes 500 sockets in one reactor turn. Each builds its
+frame at once, but the bytes are only written after the turn, in one burst
+over every woken socket (:meth:`WebSocketChannel._flush`): writes spread
+between builds each woke the reading peer on its own and cost several times
+more than the same writes back to back. The frame header is written here
+(server frames are unmasked and uncompressed), and the bytes go straight to
+the socket when Twisted holds nothing buffered for it. The access token is
+not re-checked per frame: deleting a token closes its sockets
+(:meth:`Authenticator.invalidate` tells the channel) and an expiring token
+is checked against its expiry time.
 """
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +50,7 @@ from homeserver.sync.builder import SyncBuilder, SyncRequest
 from homeserver.sync.config import SyncConfig
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.presence import PresenceService
+from homeserver.storage.users import hash_token
 from homeserver.sync.tokens import StreamToken
 from homeserver.util import json as jsonutil
 from homeserver.util.clock import Clock
@@ -54,9 +68,13 @@ METHODS = ("GET", "PUT", "POST", "DELETE")
 class _Session:
     """What the HTTP upgrade established: who, and the /sync parameters."""
 
-    def __init__(self, request: ApiRequest, sync_request: SyncRequest) -> None:
+    def __init__(self, request: ApiRequest, sync_request: SyncRequest, token_hash: str,
+                 expires_ms: int | None) -> None:
         self.request = request
         self.sync_request = sync_request
+        self.token_hash = token_hash
+        #: When the access token expires (refresh tokens), or None.
+        self.expires_ms = expires_ms
 
 
 class SyncSocket(WebSocketServerProtocol):
@@ -72,6 +90,8 @@ class SyncSocket(WebSocketServerProtocol):
         self._closed = False
         self._paused_bytes = 0
         self._slow_timer: Any = None
+        #: Frames (header included) waiting for the channel's end-of-turn flush.
+        self._pending: list[bytes] = []
         self._in_flight: set[defer.Deferred[Any]] = set()
         req = self.session.sync_request
         self.user_id = req.user_id
@@ -121,19 +141,29 @@ class SyncSocket(WebSocketServerProtocol):
         try:
             while self._dirty and not self._paused and not self._closed:
                 self._dirty = False
-                if not await self.channel.token_valid(self.session.request):
-                    self._close(CLOSE_TOKEN_INVALID, "access token is no longer valid")
+                expires = self.session.expires_ms
+                if expires is not None and self.channel.clock.time_msec() >= expires:
+                    self._close(CLOSE_TOKEN_INVALID, "access token has expired")
                     return
                 req = self.session.sync_request
-                sync_req = SyncRequest(req.user_id, req.device_id, self.since, req.filter,
-                                       req.full_state and self.since is None, req.set_presence)
-                body, empty = await self.channel.builder.build(sync_req, self.channel.notifier.current_token())
+                full_state = req.full_state and self.since is None
+                upto = self.channel.notifier.current_token()
+                builder = self.channel.builder
+                shared = builder.shared.lookup(self.user_id, req.device_id, self.since, upto, req.filter, full_state)
+                if shared is not None:
+                    self._send_encoded(b'{"type":"sync","body":' + shared + b"}")
+                    self.since = upto
+                    continue
+                sync_req = SyncRequest(req.user_id, req.device_id, self.since, req.filter, full_state,
+                                       req.set_presence)
+                body, empty = await builder.build(sync_req, upto)
                 if self._closed:
                     return
                 if empty and self.since is not None:
                     continue
+                builder.shared.remember(self.user_id, self.since, upto, req.filter, body, full_state)
                 self._send({"type": "sync", "body": body})
-                self.since = StreamToken.parse(body["next_batch"])
+                self.since = upto if body["next_batch"] == str(upto) else StreamToken.parse(body["next_batch"])
         except Exception:
             logger.exception("building a sync frame for %s", self.user_id)
             self._close(1011, "internal error")
@@ -141,13 +171,48 @@ class SyncSocket(WebSocketServerProtocol):
             self._building = False
 
     def _send(self, frame: dict[str, Any]) -> None:
-        payload = jsonutil.dumps_bytes(frame)
+        self._send_encoded(jsonutil.dumps_bytes(frame))
+
+    def _send_encoded(self, payload: bytes) -> None:
         if self._paused:
             self._paused_bytes += len(payload)
             if self._paused_bytes > self.channel.config.max_buffer_bytes:
                 self._too_slow()
                 return
-        self.sendMessage(payload, isBinary=False)
+        if self.state != self.STATE_OPEN:
+            self.sendMessage(payload, isBinary=False)
+            return
+        n = len(payload)
+        if n < 126:
+            header = bytes((0x81, n))  # FIN + text frame; server frames are not masked
+        elif n < 65536:
+            header = struct.pack("!BBH", 0x81, 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x81, 127, n)
+        if not self._pending:
+            self.channel._schedule_flush(self)
+        self._pending.append(header)
+        self._pending.append(payload)
+
+    def _flush(self) -> None:
+        """Write the frames queued in this reactor turn."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        t = self.transport
+        if t is None or self.state != self.STATE_OPEN:
+            return
+        # Straight to the socket when Twisted has nothing buffered for it
+        # (saves arming the reactor for writing and a second pass).
+        if (not getattr(t, "TLS", True) and t.connected and not t.disconnecting
+                and not t.dataBuffer and not t._tempDataBuffer):
+            sent = t.writeSomeData(data)
+            if isinstance(sent, int):  # otherwise the connection is lost: let Twisted notice
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        t.write(data)
 
     def _too_slow(self) -> None:
         self._slow_timer = None
@@ -156,6 +221,7 @@ class SyncSocket(WebSocketServerProtocol):
     def _close(self, code: int, reason: str) -> None:
         if self._closed:
             return
+        self._flush()  # nothing may follow the close frame
         self._closed = True
         self.sendClose(code, reason)
         # A peer that does not read will not answer the close handshake either.
@@ -237,6 +303,7 @@ class SyncSocket(WebSocketServerProtocol):
         if getattr(self, "_listener", None) is None:
             return
         self._closed = True
+        self._pending.clear()
         self.channel.notifier.remove(self._listener)
         self._listener = None
         if self._slow_timer is not None and self._slow_timer.active():
@@ -278,6 +345,10 @@ class WebSocketChannel:
         self.config = config
         self.max_body_size = max_body_size
         self.connections: set[SyncSocket] = set()
+        self._by_token: dict[str, set[SyncSocket]] = {}
+        self._to_flush: list[SyncSocket] = []
+        self._flush_call: Any = None
+        authenticator.on_invalidate.append(self._tokens_invalidated)
         self._factory = _Factory(self)
         self._factory.setProtocolOptions(
             autoPingInterval=config.ping_interval_s or 0,
@@ -328,24 +399,45 @@ class WebSocketChannel:
             return
         if twreq._disconnected:
             return
-        self._factory.next_session = _Session(request, sync_request)
+        token = request.access_token() or ""
+        info = None if request.requester.appservice is not None else await self.authenticator.lookup(token)
+        if twreq._disconnected:
+            return
+        self._factory.next_session = _Session(request, sync_request, hash_token(token),
+                                              info.valid_until_ms if info is not None else None)
         try:
             self._resource.render(twreq)
         finally:
             self._factory.next_session = None
 
-    async def token_valid(self, request: ApiRequest) -> bool:
-        try:
-            await self.authenticator.authenticate(request)
-            return True
-        except MatrixError:
-            return False
+    def _schedule_flush(self, socket: SyncSocket) -> None:
+        self._to_flush.append(socket)
+        if self._flush_call is None:
+            self._flush_call = self.clock.call_later(0, self._flush)
+
+    def _flush(self) -> None:
+        """After the reactor turn that built them: write every queued frame, back to back."""
+        self._flush_call = None
+        sockets, self._to_flush = self._to_flush, []
+        for socket in sockets:
+            socket._flush()
+
+    def _tokens_invalidated(self, token_hashes: list[str]) -> None:
+        for h in token_hashes:
+            for socket in list(self._by_token.get(h, ())):
+                socket._close(CLOSE_TOKEN_INVALID, "access token is no longer valid")
 
     def _opened(self, socket: SyncSocket) -> None:
         self.connections.add(socket)
+        self._by_token.setdefault(socket.session.token_hash, set()).add(socket)
 
     def _closed(self, socket: SyncSocket) -> None:
         self.connections.discard(socket)
+        group = self._by_token.get(socket.session.token_hash)
+        if group is not None:
+            group.discard(socket)
+            if not group:
+                del self._by_token[socket.session.token_hash]
 
     def close_all(self) -> None:
         for socket in list(self.connections):

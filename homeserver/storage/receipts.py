@@ -49,6 +49,8 @@ class ReceiptStore:
 
     async def get_for_rooms(self, room_ids: Sequence[str], since: int, upto: int) -> list[Receipt]:
         """Receipts in ``room_ids`` with positions in (since, upto]; since=0 means all."""
+        if since >= upto:
+            return []
         rooms = [r for r in room_ids if self.changes.has_changed(r, since)]
         if not rooms:
             return []

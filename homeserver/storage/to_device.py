@@ -60,6 +60,11 @@ class ToDeviceStore:
             self.stream.finish(pos, visible)
         return stored
 
+    def acknowledges(self, user_id: str, device_id: str, since: int) -> bool:
+        """Whether a sync from ``since`` acknowledges delivered messages (that :meth:`get_messages` deletes)."""
+        delivered = self._delivered.get((user_id, device_id))
+        return delivered is not None and 0 < delivered <= since
+
     async def get_messages(self, user_id: str, device_id: str, since: int, upto: int,
                            limit: int = 100) -> tuple[list[dict[str, Any]], int]:
         """Messages in (since, upto], oldest first, and the position to resume from.

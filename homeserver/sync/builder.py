@@ -22,8 +22,9 @@ from homeserver.sync.membership import MembershipIndex
 from homeserver.sync.presence import PresenceService
 from homeserver.sync.receipts import ReceiptService
 from homeserver.sync.recent import RecentEvents
+from homeserver.sync.shared import SharedBodies
 from homeserver.sync.to_device import ToDeviceService
-from homeserver.sync.tokens import StreamToken
+from homeserver.sync.tokens import STREAMS, StreamToken
 from homeserver.sync.typing import TypingService
 from homeserver.sync.unread import UnreadCounter
 from homeserver.sync.user_rooms import MembershipInfo, UserRooms
@@ -72,16 +73,21 @@ class SyncBuilder:
         self.to_device = to_device
         self.device_lists = device_lists
         self.unread = unread
+        #: Bodies many members share (one new message in a group), encoded once.
+        self.shared = SharedBodies(recent, membership, unread, to_device)
         self._ll_sent: OrderedDict[tuple[str, str | None], dict[str, set[str]]] = OrderedDict()
 
     async def build(self, req: SyncRequest, upto: StreamToken) -> tuple[dict[str, Any], bool]:
         """The response body for ``req`` up to ``upto``, and whether it carries nothing new."""
         since = req.since
         f = req.filter
-        if since is not None:
+        if since is not None and any(getattr(since, k) > getattr(upto, k) for k in STREAMS):
             # A token from before a restart may be ahead in the in-memory streams.
-            since = StreamToken(**{k: min(getattr(since, k), getattr(upto, k))
-                                   for k in since.__dataclass_fields__})
+            since = StreamToken(**{k: min(getattr(since, k), getattr(upto, k)) for k in STREAMS})
+        if since == upto and not req.full_state and not self.to_device.acknowledges(
+                req.user_id, req.device_id, since.to_device):
+            # No stream moved: nothing can be new (a waiting long-poll's first build).
+            return {"next_batch": str(upto)}, True
         initial = since is None or req.full_state
         body: dict[str, Any] = {}
         empty = True

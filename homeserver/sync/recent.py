@@ -8,11 +8,20 @@ stream position above it is in the ring. A timeline request for
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from homeserver.sync.events import SyncEvent
 
 DEFAULT_CAPACITY = 64
+#: Newest events of all rooms remembered in stream order, for :meth:`RecentEvents.span`.
+SPAN_CAPACITY = 1024
+
+
+class _Seen(NamedTuple):
+    position: int
+    room_id: str
+    is_state: bool
+    txn_user: str | None
 
 
 class _Ring:
@@ -32,10 +41,12 @@ class RecentEvents:
         self._max_rooms = max_rooms
         #: Last stream position of each room (rooms with no event since start are absent).
         self.last_position: dict[str, int] = {}
+        self._latest: deque[_Seen] = deque(maxlen=SPAN_CAPACITY)
 
     def reset(self, start_position: int) -> None:
         self._rings.clear()
         self.last_position.clear()
+        self._latest.clear()
         self._start = start_position
 
     def add(self, events: Iterable[SyncEvent]) -> None:
@@ -49,6 +60,9 @@ class RecentEvents:
             if len(ring.events) == ring.events.maxlen:
                 ring.complete_after = ring.events[0].stream_ordering
             ring.events.append(event)
+            if event.stream_ordering > 0:  # backfilled history has negative positions
+                self._latest.append(_Seen(event.stream_ordering, event.room_id, event.state_key is not None,
+                                          event.txn_key[0] if event.txn_key is not None else None))
             if event.stream_ordering > self.last_position.get(event.room_id, 0):
                 self.last_position[event.room_id] = event.stream_ordering
 
@@ -67,6 +81,33 @@ class RecentEvents:
         if last <= since:
             return False
         return True
+
+    def span(self, since: int, upto: int) -> tuple[str, frozenset[str]] | None:
+        """What happened in (since, upto], when it was only non-state events of one room.
+
+        Returns that room and the users who sent some of them from a client, or
+        None when the events are not all known here, touch state, or span rooms.
+        """
+        expected = upto - since
+        if expected <= 0 or expected > SPAN_CAPACITY:
+            return None
+        room_id = None
+        senders: set[str] = set()
+        seen: set[int] = set()
+        for item in reversed(self._latest):
+            if item.position <= since:
+                break
+            if item.position > upto:
+                continue
+            if item.is_state or (room_id is not None and item.room_id != room_id):
+                return None
+            room_id = item.room_id
+            seen.add(item.position)
+            if item.txn_user is not None:
+                senders.add(item.txn_user)
+        if room_id is None or len(seen) != expected:
+            return None
+        return room_id, frozenset(senders)
 
     def replace(self, event_id: str, room_id: str, client: dict) -> None:
         """Swap an event's client dict (after a redaction)."""

@@ -75,7 +75,8 @@ class SyncService:
             raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, unavailable or offline")
         return value
 
-    async def sync(self, req: SyncRequest, timeout_ms: int) -> dict[str, Any]:
+    async def sync(self, req: SyncRequest, timeout_ms: int) -> dict[str, Any] | bytes:
+        """The /sync body: a dict, or already encoded JSON when it is shared (see sync/shared.py)."""
         timeout_s = min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         self.presence.sync_started(req.user_id, req.set_presence)
         listener = None
@@ -84,7 +85,13 @@ class SyncService:
             while True:
                 # Listen before building: a change during the build wakes us at once.
                 listener = self.notifier.listen(req.user_id)
-                body, empty = await self.builder.build(req, self.notifier.current_token())
+                upto = self.notifier.current_token()
+                shared = self.builder.shared.lookup(req.user_id, req.device_id, req.since, upto, req.filter, req.full_state)
+                if shared is not None:
+                    return shared
+                body, empty = await self.builder.build(req, upto)
+                if not empty:
+                    self.builder.shared.remember(req.user_id, req.since, upto, req.filter, body, req.full_state)
                 remaining = deadline - self.clock.time()
                 if not empty or req.since is None or req.full_state or remaining <= 0:
                     return body

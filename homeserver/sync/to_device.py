@@ -83,6 +83,10 @@ class ToDeviceService:
     def _visible(self, pos: int, users: set[str]) -> None:
         self._notifier.notify("to_device", pos, users=users)
 
+    def acknowledges(self, user_id: str, device_id: str | None, since: int) -> bool:
+        """Whether a sync of this device from ``since`` must delete delivered messages (see :meth:`for_sync`)."""
+        return device_id is not None and self._store.acknowledges(user_id, device_id, since)
+
     async def for_sync(self, user_id: str, device_id: str | None, since: int, upto: int
                        ) -> tuple[list[dict[str, Any]], int]:
         """Messages after ``since`` (deleting those up to it) and the next position."""

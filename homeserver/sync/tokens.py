@@ -53,10 +53,19 @@ class StreamToken:
         return cls(*(_int(p, token) for p in parts))
 
     def __str__(self) -> str:
-        return "s" + "_".join(str(getattr(self, f.name)) for f in fields(self))
+        # Every woken connection formats the same token: remember the string.
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = "s" + "_".join(str(getattr(self, name)) for name in STREAMS)
+            object.__setattr__(self, "_text", text)
+        return text
 
     def copy_and_replace(self, **positions: int) -> "StreamToken":
         return replace(self, **positions)
+
+
+#: The stream names of a :class:`StreamToken`, in token order.
+STREAMS = tuple(f.name for f in fields(StreamToken))
 
 
 @dataclass(frozen=True)

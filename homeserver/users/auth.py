@@ -43,6 +43,8 @@ class Authenticator:
         self._clock = clock
         self._cache: OrderedDict[str, TokenInfo] = OrderedDict()
         self.resolvers: list[TokenResolver] = []
+        #: Called with the hashes of deleted tokens (the WebSocket channel closes their sockets).
+        self.on_invalidate: list[Callable[[list[str]], None]] = []
 
     async def authenticate(self, request: ApiRequest, allow_guest: bool = False) -> Requester:
         token = request.access_token()
@@ -73,5 +75,8 @@ class Authenticator:
         return info
 
     def invalidate(self, token_hashes: Iterable[str]) -> None:
-        for h in token_hashes:
+        hashes = list(token_hashes)
+        for h in hashes:
             self._cache.pop(h, None)
+        for observer in self.on_invalidate:
+            observer(hashes)

@@ -210,3 +210,63 @@ async def test_slow_reader_is_closed_with_4008(tmp_path, database_url):
         assert await aio(scenario()) == 4008
     finally:
         await hs.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_members_get_one_message_each_with_their_own_counts(hs):
+    """Several sockets woken by one message (the shared-body path): same event, own unread counts."""
+    from room_helpers import create, send
+    alice = await _user(hs, "alice")
+    others = [await _user(hs, name) for name in ("bob", "carol", "dave")]
+    room = await create(alice, preset="public_chat")
+    for c in others:
+        assert (await c.post(f"{V3}/rooms/{room}/join", {}))[0] == 200
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            sockets = [await session.ws_connect(_ws_url(hs, access_token=c.token)) for c in others]
+            for ws in sockets:
+                await _receive(ws, "sync")
+            sending = asyncio.ensure_future(defer.Deferred.asFuture(defer.ensureDeferred(
+                alice.put(f"{V3}/rooms/{room}/send/m.room.message/m1",
+                          {"msgtype": "m.text", "body": "hello carol",
+                           "m.mentions": {"user_ids": [others[1].user_id]}})), asyncio.get_event_loop()))
+            rooms = []
+            for ws in sockets:
+                while True:
+                    body = (await _receive(ws, "sync"))["body"]
+                    if room in body.get("rooms", {}).get("join", {}):
+                        rooms.append(body["rooms"]["join"][room])
+                        break
+            await sending
+            for ws in sockets:
+                await ws.close()
+            return rooms
+
+    rooms = await aio(scenario())
+    assert [[e["content"]["body"] for e in r["timeline"]["events"]] for r in rooms] == [["hello carol"]] * 3
+    assert [r["unread_notifications"]["highlight_count"] for r in rooms] == [0, 1, 0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_logout_closes_the_socket_with_4001(hs):
+    alice = await _user(hs, "alice")
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(_ws_url(hs, access_token=alice.token)) as ws:
+                await _receive(ws, "sync")
+                await ws.send_str(json.dumps({"type": "request", "id": "bye", "method": "POST",
+                                              "path": f"{V3}/logout", "body": {}}))
+                frames = []
+                while True:
+                    msg = await asyncio.wait_for(ws.receive(), 10)
+                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                        return ws.close_code, frames
+                    frames.append(json.loads(msg.data))
+
+    code, frames = await aio(scenario())
+    assert code == 4001
+    assert not hs.websocket.connections
+    status, _ = await alice.get(f"{V3}/account/whoami")
+    assert status == 401

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.api.errors import MatrixError, forbidden
-from homeserver.api.http import ApiRequest, Router
+from homeserver.api.http import ApiRequest, Response, Router
 from homeserver.storage.filters import FilterStore
 from homeserver.sync.builder import SyncRequest
 from homeserver.sync.filters import check_filter_size, parse_filter
@@ -35,14 +35,15 @@ class SyncServlets:
             set_presence=self._sync.check_set_presence(request.query("set_presence")),
         )
 
-    async def on_sync(self, request: ApiRequest) -> dict[str, Any]:
+    async def on_sync(self, request: ApiRequest) -> dict[str, Any] | Response:
         """GET /_matrix/client/v3/sync — the user's updates since a token, long-polling up to ``timeout`` ms.
 
         Spec: client-server API "Syncing".
         """
         req = await self.parse(request)
         timeout = request.query_int("timeout", 0, minimum=0)
-        return await self._sync.sync(req, timeout)
+        body = await self._sync.sync(req, timeout)
+        return Response(200, body) if isinstance(body, bytes) else body
 
     async def on_create_filter(self, request: ApiRequest) -> dict[str, Any]:
         """POST /_matrix/client/v3/user/{userId}/filter — store a filter, answer its ID.

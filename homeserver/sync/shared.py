@@ -1,0 +1,152 @@
+"""Incremental /sync bodies shared by the members of a group, encoded once.
+
+When a message lands in a 500-member group, 500 connections wake with the
+same ``since`` token and the same filter, and would each build and encode
+the same body: the one new event in that room, the same ``prev_batch``, the
+same member count. Only ``unread_notifications`` differs between them. So
+the first connection builds its body the ordinary way (:class:`SyncBuilder`)
+and :meth:`SharedBodies.remember` keeps it as encoded bytes cut around its
+unread counts; the others get ``prefix + their counts + suffix``
+(:meth:`SharedBodies.lookup`), a few microseconds instead of a full build.
+
+A body is shared only when it is provably the same for every such member,
+which holds when, between ``since`` and ``upto``:
+
+- no stream but the room events moved (no typing, receipt, account data,
+  to-device, presence or device-list change anywhere);
+- every new event is a non-state event of one room (no membership change, so
+  nobody joined, left or was invited, and every member's view of the room is
+  the joined view from the recent-events ring);
+- the member is joined to that room and sent none of those events from a
+  client (their own device would get ``unsigned.transaction_id``);
+- the device has no delivered to-device messages that this ``since``
+  acknowledges (the ordinary build deletes those);
+- the filter is the same and does not lazy-load members (lazy loading sends
+  different members to different devices), and the request is not
+  ``full_state``.
+
+Anything else falls back to the ordinary build, which stays the reference:
+tests/sync/test_shared_bodies.py checks byte-for-byte equality with it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.sync.filters import SyncFilter
+from homeserver.sync.membership import MembershipIndex
+from homeserver.sync.recent import RecentEvents
+from homeserver.sync.to_device import ToDeviceService
+from homeserver.sync.tokens import STREAMS, StreamToken
+from homeserver.sync.unread import UnreadCounter
+from homeserver.util import json as jsonutil
+
+#: Entries kept (one per since/upto/filter seen recently); cleared when full.
+MAX_ENTRIES = 512
+#: Distinct filters given a key; cleared when full (keys are only a cache).
+MAX_FILTERS = 10_000
+
+_NO_STREAM_BUT_EVENTS = tuple(name for name in STREAMS if name != "events")
+_SPLIT = "\x00unread-counts\x00"
+
+
+class _Entry:
+    __slots__ = ("room_id", "senders", "prefix", "suffix")
+
+    def __init__(self, room_id: str, senders: frozenset[str]) -> None:
+        self.room_id = room_id
+        #: Users who sent some of the events from a client (transaction IDs).
+        self.senders = senders
+        self.prefix: bytes | None = None
+        self.suffix = b""
+
+
+#: Marks a (since, upto, filter) whose bodies cannot be shared.
+_UNSHARED = _Entry("", frozenset())
+
+
+class SharedBodies:
+    def __init__(self, recent: RecentEvents, membership: MembershipIndex, unread: UnreadCounter,
+                 to_device: ToDeviceService) -> None:
+        self._recent = recent
+        self._to_device = to_device
+        self._membership = membership
+        self._unread = unread
+        self._entries: dict[tuple[str, str, int], _Entry] = {}
+        self._filters: dict[SyncFilter, int] = {}
+
+    def _filter_key(self, f: SyncFilter) -> int:
+        key = self._filters.get(f)
+        if key is None:
+            if len(self._filters) >= MAX_FILTERS:
+                self._filters.clear()
+                self._entries.clear()
+            key = self._filters[f] = len(self._filters) + 1
+        return key
+
+    def _entry(self, since: StreamToken, upto: StreamToken, f: SyncFilter) -> _Entry:
+        key = (str(since), str(upto), self._filter_key(f))
+        entry = self._entries.get(key)
+        if entry is None:
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries.clear()
+            entry = self._entries[key] = self._classify(since, upto, f)
+        return entry
+
+    def _classify(self, since: StreamToken, upto: StreamToken, f: SyncFilter) -> _Entry:
+        for name in _NO_STREAM_BUT_EVENTS:
+            if getattr(since, name) != getattr(upto, name):
+                return _UNSHARED
+        span = self._recent.span(since.events, upto.events)
+        if span is None:
+            return _UNSHARED
+        room_id, senders = span
+        return _Entry(room_id, senders)
+
+    @staticmethod
+    def _candidate(since: StreamToken | None, upto: StreamToken, f: SyncFilter, full_state: bool) -> bool:
+        """The cheap conditions, checked before any memo entry is made."""
+        return since is not None and not full_state and since.events < upto.events and not f.lazy_load_members
+
+    def lookup(self, user_id: str, device_id: str | None, since: StreamToken | None, upto: StreamToken,
+               f: SyncFilter, full_state: bool = False) -> bytes | None:
+        """The encoded body for this member, when one was shared for the same change; else None."""
+        if not self._candidate(since, upto, f, full_state):
+            return None
+        assert since is not None
+        entry = self._entry(since, upto, f)
+        if entry.prefix is None or user_id in entry.senders:
+            return None
+        if not self._membership.is_joined(entry.room_id, user_id):
+            return None
+        if self._to_device.acknowledges(user_id, device_id, since.to_device):
+            return None
+        notes, highlights = self._unread.counts(user_id, entry.room_id)
+        counts = b'{"notification_count":%d,"highlight_count":%d}' % (notes, highlights)
+        return entry.prefix + counts + entry.suffix
+
+    def remember(self, user_id: str, since: StreamToken | None, upto: StreamToken, f: SyncFilter,
+                 body: dict[str, Any], full_state: bool = False) -> None:
+        """Keep ``body`` (built for ``user_id``) for the other members, if it is shareable."""
+        if not self._candidate(since, upto, f, full_state):
+            return
+        assert since is not None
+        entry = self._entry(since, upto, f)
+        if entry is _UNSHARED or entry.prefix is not None or user_id in entry.senders:
+            return
+        if body.keys() != {"rooms", "next_batch"} or body["next_batch"] != str(upto):
+            return
+        rooms = body["rooms"]
+        if rooms.keys() != {"join"} or rooms["join"].keys() != {entry.room_id}:
+            return
+        room = rooms["join"][entry.room_id]
+        if room.get("ephemeral", {}).get("events") or room.get("account_data", {}).get("events"):
+            return
+        if "unread_notifications" not in room:
+            return
+        template = dict(room, unread_notifications=_SPLIT)
+        shaped = {"rooms": {"join": {entry.room_id: template}}, "next_batch": body["next_batch"]}
+        encoded = jsonutil.dumps_bytes(shaped)
+        marker = jsonutil.dumps_bytes(_SPLIT)
+        if encoded.count(marker) != 1:
+            return
+        entry.prefix, _, entry.suffix = encoded.partition(marker)

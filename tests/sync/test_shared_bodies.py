@@ -1,0 +1,182 @@
+"""Shared incremental bodies (homeserver/sync/shared.py) against the ordinary build.
+
+Whenever :class:`SharedBodies` answers, its bytes must equal the ordinary
+build's body for that member, encoded; whenever the change is one it cannot
+prove identical for everyone, it must not answer.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+
+from homeserver.rooms.create import CreateRoomRequest
+from homeserver.sync.builder import SyncRequest
+from homeserver.sync.filters import DEFAULT_FILTER, SyncFilter, parse_filter
+from homeserver.sync.tokens import StreamToken
+from homeserver.util import json as jsonutil
+
+SERVER = "test"  # support.make_config's server name
+
+
+async def _group(hs: Any, n: int) -> tuple[str, list[str]]:
+    users = [f"@m{i}:{hs.server_name}" for i in range(n)]
+    room, _ = await hs.room_creator.create(users[0], CreateRoomRequest(preset="public_chat"))
+    for user in users[1:]:
+        await hs.membership.join(user, room)
+    return room, users
+
+
+async def _ordinary(hs: Any, user: str, since: StreamToken, upto: StreamToken, f: SyncFilter) -> bytes:
+    body, _ = await hs.sync_builder.build(SyncRequest(user, "DEV", since, f), upto)
+    return jsonutil.dumps_bytes(body)
+
+
+async def _check_all(hs: Any, users: list[str], since: StreamToken, f: SyncFilter = DEFAULT_FILTER
+                     ) -> dict[str, bytes | None]:
+    """Seed with the first member's ordinary body, then compare every member's shared answer."""
+    upto = hs.notifier.current_token()
+    shared = hs.sync_builder.shared
+    answers: dict[str, bytes | None] = {}
+    for user in users:
+        got = shared.lookup(user, "DEV", since, upto, f)
+        if got is None:
+            body, _ = await hs.sync_builder.build(SyncRequest(user, "DEV", since, f), upto)
+            shared.remember(user, since, upto, f, body)
+        else:
+            assert got == await _ordinary(hs, user, since, upto, f), user
+            assert jsonutil.loads(got)["next_batch"] == str(upto)
+        answers[user] = got
+    return answers
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_message_is_shared_and_identical(hs):
+    room, users = await _group(hs, 6)
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[1], room, "m.room.message", {"msgtype": "m.text", "body": "hello"},
+                               txn_key=(users[1], "DEV", "t1"))
+    answers = await _check_all(hs, users, since)
+    # The first member seeds; the sender (whose device sees its transaction ID) builds its own.
+    assert answers[users[0]] is None and answers[users[1]] is None
+    assert all(answers[u] is not None for u in users[2:])
+
+
+@pytest_twisted.ensureDeferred
+async def test_per_member_unread_counts_differ_but_bodies_stay_exact(hs):
+    room, users = await _group(hs, 5)
+    since = hs.notifier.current_token()
+    # A mention of m3 only: m3's highlight count differs from everyone else's.
+    await hs.event_sender.send(users[0], room, "m.room.message",
+                               {"msgtype": "m.text", "body": "hi m3", "m.mentions": {"user_ids": [users[3]]}})
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "two"})
+    answers = await _check_all(hs, users, since)
+    counts = {u: jsonutil.loads(answers[u])["rooms"]["join"][room]["unread_notifications"]
+              for u in users[2:]}
+    assert counts[users[3]]["highlight_count"] == 1 and counts[users[2]]["highlight_count"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_shared_across_state_typing_rooms_or_lazy_loading(hs):
+    room, users = await _group(hs, 4)
+    other, _ = await hs.room_creator.create(users[0], CreateRoomRequest(preset="public_chat"))
+    shared = hs.sync_builder.shared
+
+    async def never(since: StreamToken, f: SyncFilter = DEFAULT_FILTER) -> None:
+        answers = await _check_all(hs, users, since, f)
+        assert all(a is None for a in answers.values()), answers
+
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.topic", {"topic": "new"}, state_key="")
+    await never(since)  # a state event
+
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "a"})
+    hs.typing.set_typing(room, users[1], True, 10_000)
+    await never(since)  # another stream moved
+
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "b"})
+    await hs.event_sender.send(users[0], other, "m.room.message", {"msgtype": "m.text", "body": "c"})
+    await never(since)  # two rooms
+
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "d"})
+    await never(since, parse_filter({"room": {"state": {"lazy_load_members": True}}}))
+
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message",
+                               {"msgtype": "m.text", "body": "\x00unread-counts\x00"})
+    await never(since)  # the template marker inside the content: no template, no harm
+    assert shared.lookup(users[2], "DEV", since, hs.notifier.current_token(), DEFAULT_FILTER) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_filters_are_keys_and_non_members_get_nothing(hs):
+    room, users = await _group(hs, 4)
+    outsider = f"@out:{hs.server_name}"
+    await hs.room_creator.create(outsider, CreateRoomRequest(preset="private_chat"))
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "x"})
+    small = parse_filter({"room": {"timeline": {"limit": 1}}, "event_fields": ["type", "content.body"]})
+    answers = await _check_all(hs, users, since, small)
+    assert answers[users[2]] is not None
+    assert jsonutil.loads(answers[users[2]])["rooms"]["join"][room]["timeline"]["events"] == [
+        {"type": "m.room.message", "content": {"body": "x"}}]
+    # The same change under the default filter has its own (different) body.
+    default_answers = await _check_all(hs, users, since)
+    assert default_answers[users[2]] != answers[users[2]]
+    assert hs.sync_builder.shared.lookup(outsider, "DEV", since, hs.notifier.current_token(), small) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_waiting_long_polls_all_get_the_message_over_http(hs):
+    """Long-polls woken by one message (shared bodies on the HTTP path): 200, the event, own counts."""
+    from twisted.internet import defer
+
+    from room_helpers import create, send, users as make_users
+    alice, bob, carol, dave = await make_users(hs, "alice", "bob", "carol", "dave")
+    room = await create(alice, preset="public_chat")
+    for c in (bob, carol, dave):
+        assert (await c.post(f"/_matrix/client/v3/rooms/{room}/join", {}))[0] == 200
+    since = {}
+    for c in (bob, carol, dave):
+        status, body = await c.get("/_matrix/client/v3/sync?timeout=0")
+        assert status == 200
+        since[c.user_id] = body["next_batch"]
+    async def poll_until_room(c):
+        token = since[c.user_id]
+        while True:
+            status, body = await c.get(f"/_matrix/client/v3/sync?timeout=10000&since={token}")
+            assert status == 200, body
+            if room in body.get("rooms", {}).get("join", {}):
+                return body["rooms"]["join"][room]
+            token = body["next_batch"]
+
+    polls = [defer.ensureDeferred(poll_until_room(c)) for c in (bob, carol, dave)]
+    status, _ = await send(alice, room, content={"msgtype": "m.text", "body": "to all",
+                                                 "m.mentions": {"user_ids": [dave.user_id]}})
+    assert status == 200
+    rooms = await defer.gatherResults(polls)
+    assert [[e["content"]["body"] for e in r["timeline"]["events"]] for r in rooms] == [["to all"]] * 3
+    assert [r["unread_notifications"]["highlight_count"] for r in rooms] == [0, 0, 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_device_with_to_device_to_acknowledge_builds_its_own(hs):
+    """The ordinary build deletes acknowledged to-device messages; sharing must not skip that."""
+    room, users = await _group(hs, 4)
+    bob = users[2]
+    start = hs.notifier.current_token()
+    await hs.to_device.send(users[0], "DEV", "m.test", "td1", {bob: {"DEV": {"n": 1}}})
+    delivered, _ = await hs.sync_builder.build(SyncRequest(bob, "DEV", start, DEFAULT_FILTER),
+                                               hs.notifier.current_token())
+    assert delivered["to_device"]["events"][0]["content"] == {"n": 1}
+    since = StreamToken.parse(delivered["next_batch"])
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "m"})
+    answers = await _check_all(hs, users, since)
+    assert answers[bob] is None and answers[users[3]] is not None
+    # bob's ordinary build acknowledged the message: replaying the old token no longer returns it
+    replay, _ = await hs.sync_builder.build(SyncRequest(bob, "DEV", start, DEFAULT_FILTER),
+                                            hs.notifier.current_token())
+    assert "to_device" not in replay
