@@ -17,14 +17,15 @@ from typing import Any, Sequence
 
 from signedjson.key import SigningKey
 
-from federation.inbound import GetKey, PduChecker, PduDropped, verify_pdu_signatures
+from federation.backfill import MAX_BACKFILL, Backfiller, check_pdus
+from federation.inbound import GetKey, PduChecker, PduDropped
 from federation.rooms import FanOut, RoomsBridge, domain
 from federation.transport.client import FederationClient, FederationRequestError, HttpResponseError, encode_path
 from federation.transport.server import FederationRoutes
 from homeserver.api.errors import MatrixError, bad_json, forbidden, not_found
 from homeserver.api.http import ApiRequest
-from homeserver.core.auth import AuthError, check_auth, check_state_independent_auth, state_map
-from homeserver.core.events import Event, EventFormatError, check_content_hash, check_event_format, redact_pdu
+from homeserver.core.auth import AuthError, check_auth
+from homeserver.core.events import Event, EventFormatError, check_event_format, redact_pdu
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from homeserver.core.signing import SignatureError, add_hashes_and_signatures, verify_json
 from homeserver.rooms.builder import EventBuilder
@@ -34,11 +35,10 @@ from homeserver.util.ids import random_string
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKFILL = 100
 MAX_MISSING = 50
 #: Events accepted at most in a send_join answer (state + auth chain).
 MAX_JOIN_EVENTS = 50_000
-#: Events of history fetched right after a remote join.
+#: Events of history fetched right after a remote join (``federation.join_backfill_limit``).
 JOIN_BACKFILL = 50
 
 
@@ -254,8 +254,11 @@ class FederationMembership:
     """The outbound side: ``homeserver.rooms.membership.RemoteMembership`` over federation."""
 
     def __init__(self, server_name: str, signing_key: SigningKey, client: FederationClient,
-                 bridge: RoomsBridge, get_key: GetKey, clock: Clock) -> None:
+                 bridge: RoomsBridge, get_key: GetKey, clock: Clock, backfiller: Backfiller,
+                 join_backfill: int = JOIN_BACKFILL) -> None:
         self._server_name = server_name
+        self._backfiller = backfiller
+        self._join_backfill = join_backfill
         self._key = signing_key
         self._client = client
         self._bridge = bridge
@@ -318,7 +321,7 @@ class FederationMembership:
         state, chain = resp.get("state"), resp.get("auth_chain")
         if not isinstance(state, list) or not isinstance(chain, list) or len(state) + len(chain) > MAX_JOIN_EVENTS:
             raise MatrixError(502, "M_UNKNOWN", "Bad send_join response")
-        checked = await self._check_all(state + chain, rv, room_id)
+        checked = await check_pdus(state + chain, rv, room_id, self._get_key, self._bridge)
         state_ids = {}
         for pdu in state:
             ev = checked.get(_event_id(pdu, rv))
@@ -335,74 +338,12 @@ class FederationMembership:
         ordered = sorted(checked.values(), key=lambda e: (e.depth, e.event_id))
         await self._bridge.persister.persist([EventContext(e, outlier=True) for e in ordered])
         await self._bridge.persister.persist([EventContext(event, state_before=state_ids)])
-        await self._backfill(server, room_id, rv, event.prev_event_ids)
+        # The latest history before the join, so the joined user sees the group's recent past;
+        # /messages fetches older history on demand.
+        self._backfiller.joined_via(room_id, server)
+        if self._join_backfill:
+            await self._backfiller.fetch_from(server, room_id, rv, event.prev_event_ids, self._join_backfill)
         return event.event_id
-
-    async def _backfill(self, server: str, room_id: str, rv: RoomVersion, from_ids: list[str],
-                        limit: int = JOIN_BACKFILL) -> None:
-        """Fetch recent history before the join, so the joined user sees the group's past messages.
-
-        Backfilled events are checked like the join's state (format, signatures, hash, auth against
-        their auth events) and stored in the timeline by depth; they change neither the room's
-        current state nor its extremities, and are not published on the live stream.
-        """
-        try:
-            resp = await self._client.get_json(
-                server, encode_path("/_matrix/federation/v1/backfill/%s", room_id),
-                {"v": from_ids[:20], "limit": str(limit)}, max_bytes=16 << 20)
-        except FederationRequestError as e:
-            logger.info("backfill of %s from %s failed: %s", room_id, server, e)
-            return
-        pdus = resp.get("pdus") if isinstance(resp, dict) else None
-        if not isinstance(pdus, list):
-            return
-        checked = await self._check_all(pdus[:limit], rv, room_id)
-        known = await self._bridge.get_events(list(checked))
-        room = await self._bridge.cache.get(room_id)
-        if room is None:
-            return
-        current, ext = room.state_ids(), list(room.extremities)
-        contexts = [EventContext(ev, state_before=current, new_current_state=current, new_extremities=ext,
-                                 backfilled=True)
-                    for ev in sorted(checked.values(), key=lambda e: (e.depth, e.event_id))
-                    if ev.event_id not in known and not ev.rejected]
-        if contexts:
-            await self._bridge.persister.persist(contexts)
-
-    async def _check_all(self, pdus: list[Any], rv: RoomVersion, room_id: str) -> dict[str, Event]:
-        """Format, signatures, hashes and auth (against each event's auth events) for a state/auth chain."""
-        events: dict[str, Event] = {}
-        for pdu in pdus:
-            if not isinstance(pdu, dict) or pdu.get("room_id", room_id) != room_id:
-                continue
-            try:
-                check_event_format(pdu, rv)
-                ev = Event(pdu, rv)
-                if ev.event_id in events:
-                    continue
-                await verify_pdu_signatures(pdu, rv, self._get_key)
-            except (EventFormatError, PduDropped, KeyError, TypeError, ValueError) as e:
-                logger.info("dropping an event of the join response: %s", e)
-                continue
-            if not check_content_hash(pdu):
-                ev = Event(redact_pdu(pdu, rv), rv, ev.event_id)
-            events[ev.event_id] = ev
-        known = {e.event_id: e for e in (await self._bridge.get_events(list(events))).values()}
-        out: dict[str, Event] = {}
-        for ev in sorted(events.values(), key=lambda e: (e.depth, e.event_id)):
-            auth = {a: out.get(a) or known.get(a) for a in ev.auth_event_ids}
-            auth = {k: v for k, v in auth.items() if v is not None}
-            create = None
-            if rv.room_id_from_create_event:
-                create = out.get("$" + room_id[1:])
-            try:
-                check_state_independent_auth(ev, auth, create)
-                check_auth(ev, {**state_map(auth.values()),
-                                **({("m.room.create", ""): create} if create is not None else {})})
-            except AuthError as e:
-                ev = Event(ev.pdu, rv, ev.event_id, rejected_reason=e.reason)
-            out[ev.event_id] = ev
-        return out
 
     async def leave(self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]) -> str:
         server, template, rv = await self._make(servers, room_id, user_id, "leave")

@@ -29,6 +29,7 @@ from appservice.scheduler import AppserviceScheduler
 from appservice.source import ClientFormatter, DatabaseCatchUp
 from appservice.store import AppserviceStore
 from appservice.thirdparty import ThirdPartyServlets
+from federation.backfill import Backfiller
 from federation.config import FederationConfig
 from federation.edus import EphemeralBridge
 from federation.discovery import ServerResolver, srv_lookup_with_twisted_names
@@ -407,6 +408,8 @@ class HomeServer:
             TransactionStore(self.db), clock, self.keyring.get_verify_key, self.federation_edus,
             self.federation_rooms, functools.partial(fetch_missing_events, self.federation_client))
         self.federation_fanout = FanOut(self.server_name, self.federation_sender, self.room_states)
+        self.federation_backfill = Backfiller(self.server_name, self.federation_client, self.federation_rooms,
+                                              self.keyring.get_verify_key, clock)
         self.federation_router = Router(None)
         verifier = RequestVerifier(self.server_name, self.keyring.get_verify_key)
         self.federation_routes = FederationRoutes(self.federation_router, verifier, self.federation_sender.wake)
@@ -426,7 +429,9 @@ class HomeServer:
             # Only a server others can reach takes part in rooms on other servers.
             self.federation_fanout.subscribe(self.event_stream)
             self.membership.remote = FederationMembership(self.server_name, self.signing_key, self.federation_client,
-                                                      self.federation_rooms, self.keyring.get_verify_key, clock)
+                                                      self.federation_rooms, self.keyring.get_verify_key, clock,
+                                                      self.federation_backfill, fed.join_backfill_limit)
+            self.room_history.remote = self.federation_backfill
         self.federation_site = FederationSite(self.federation_router, fed.max_transaction_size, self.metrics,
                                         config.access_log)
         self._federation_port: IListeningPort | None = None
