@@ -84,6 +84,7 @@ from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.membership import MembershipService, RemoteMembership
 from homeserver.rooms.persist import Persister
 from homeserver.rooms.redact import Redactor
+from homeserver.rooms.restricted import RestrictedJoins
 from homeserver.rooms.relations import Relations
 from homeserver.rooms.send import EventSender
 from homeserver.rooms.state_cache import StateCache
@@ -199,8 +200,10 @@ class HomeServer:
         self.event_sender = EventSender(self.event_builder, self.room_states, self.persister, self.event_store)
         #: Federation plugs remote joins/invites/knocks in here (None: federation off).
         self.remote_membership: RemoteMembership | None = None
+        self.restricted_joins = RestrictedJoins(self.server_name, self.room_states)
         self.membership = MembershipService(self.server_name, self.event_sender, self.state_store,
-                                            self.room_store, self.users, self.remote_membership)
+                                            self.room_store, self.users, self.restricted_joins,
+                                            self.remote_membership)
         self.room_creator = RoomCreator(self.server_name, config.default_room_version, self.event_sender,
                                         self.membership, self.room_store, self.clock)
         self.redactor = Redactor(self.event_sender, checks=[self.group_policy.check_redaction])
@@ -417,7 +420,8 @@ class HomeServer:
         TransactionServlets(self.federation_transactions, __version__).register(
             self.federation_routes, self.federation_router)
         MembershipServlets(self.server_name, self.federation_rooms, self.event_builder, self.keyring.get_verify_key,
-                           self.federation_fanout, clock).register(self.federation_routes)
+                           self.federation_fanout, clock, self.restricted_joins, self.signing_key
+                           ).register(self.federation_routes)
         self.federation_queries = QueryServlets(self.server_name, self.signing_key, self.federation_rooms,
                                                 self.room_store, self.profiles, self.directory,
                                                 self.keyring.get_verify_key, self.federation_rooms.persist_invite)

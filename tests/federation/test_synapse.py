@@ -99,6 +99,32 @@ async def test_synapse_interop(tmp_path, database_url):
             return "synapse in its room" in await bodies(alice, room_there)
 
         await eventually(alice_sees_there)
+
+        # Restricted rooms both ways: the resident server checks the allow condition and signs the join.
+        def restricted(allowed: str) -> dict:
+            return {"type": "m.room.join_rules", "state_key": "", "content": {
+                "join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": allowed}]}}
+
+        code, resp = await alice.post("/_matrix/client/v3/createRoom", {
+            "preset": "private_chat", "room_version": "10", "initial_state": [restricted(room_here)]})
+        assert code == 200, resp
+        restricted_here = resp["room_id"]
+        code, resp = await sam.post(f"/_matrix/client/v3/join/{restricted_here}", {},
+                                    params={"server_name": ours.server_name})
+        assert code == 200, resp
+        room = await ours.room_states.get(restricted_here)
+        assert room.get("m.room.member", sam.user_id).content["join_authorised_via_users_server"] == alice.user_id
+        code, resp = await sam.post("/_matrix/client/v3/createRoom", {
+            "preset": "private_chat", "room_version": "10", "initial_state": [restricted(room_there)]})
+        assert code == 200, resp
+        restricted_there = resp["room_id"]
+        code, resp = await alice.post(f"/_matrix/client/v3/join/{restricted_there}", {},
+                                      params={"server_name": syn.server_name})
+        assert code == 200, resp
+        room = await ours.room_states.get(restricted_there)
+        member = room.get("m.room.member", alice.user_id)
+        assert member.content["join_authorised_via_users_server"] == sam.user_id
+        assert syn.server_name in member.pdu["signatures"]
     finally:
         await ours.stop()
         await threads.deferToThread(syn.stop)
