@@ -18,14 +18,6 @@ pytestmark = pytest.mark.skipif(
     reason="Synapse interop needs SYNAPSE_VENV pointing at a venv with matrix-synapse (.ci/run creates it)")
 
 
-class RemoteClient(Client):
-    """The test client, pointed at any base URL (here: Synapse's client listener)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.token = self.user_id = self.device_id = None
-
-
 async def eventually(check, tries: int = 400):
     await fed_eventually(check, tries, interval_s=0.1)
 
@@ -47,7 +39,7 @@ async def test_synapse_interop(tmp_path, database_url):
     try:
         alice = Client(ours)
         await alice.register("alice")
-        sam = RemoteClient(syn.base)
+        sam = Client(syn.base)
         await sam.register("sam")
 
         # A Synapse user joins a group here.
