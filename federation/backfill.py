@@ -249,8 +249,7 @@ class Backfiller:
             for p in ev.prev_event_ids:
                 if p in batch:
                     in_batch.setdefault(p, []).append(ev)
-        stored_children = await self._bridge.events.timeline_children(
-            room_id, [e for e in batch if e not in in_batch])
+        stored_children = await self._bridge.events.timeline_children(room_id, list(batch))
         cited = {a for ev in batch.values() for a in ev.auth_event_ids if a not in batch}
         auth_keys = {eid: (e.type, e.state_key) for eid, e in (await self._bridge.get_events(sorted(cited))).items()}
         auth_keys.update({eid: (e.type, e.state_key) for eid, e in batch.items()})

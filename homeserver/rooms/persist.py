@@ -228,7 +228,8 @@ class Persister:
                     state_rows.append((room_id, ev.event_id, before_g, before_g))
                 continue
             if ctx.backfilled:
-                history = self._history_txn(txn, room_id, ev, dict(ctx.state_before or current),
+                before = ctx.state_before if ctx.state_before is not None else current
+                history = self._history_txn(txn, room_id, ev, dict(before),
                                             history or (current, group), state_rows)
                 per_event.append((row.stream_ordering, None))
                 continue

@@ -90,6 +90,9 @@ async def test_paging_back_fetches_the_whole_history_once(tmp_path, db_url_for):
         assert [e["type"] for e in first].count("m.room.member") == 2  # alice's and bob's joins
         fetched = len(calls)
         assert fetched > 2
+        # Each event of the history carries the state of its time on B, as on A (history visibility reads it).
+        for eid in ids:
+            assert await b.state_store.get_state_ids_at(eid) == await a.state_store.get_state_ids_at(eid), eid
         # A second paging is answered locally.
         assert [e["event_id"] for e in await page_back(bob, room_id)] == ids
         assert len(calls) == fetched
