@@ -10,9 +10,13 @@ servers have A's keys and a connection to it already (a warm-up join of a
 small room first). Our two servers run in this process (embedding API);
 federation is real TLS on loopback in insecure mode (self-signed
 certificates); SQLite everywhere (``--postgres-a``/``--postgres-b`` for ours).
+Each join also reports when the joiner first lists the whole membership:
+later than its answer for a partial-state ("faster") join, which Synapse
+asks for and gets from another Synapse. ``--reverse`` adds the other way
+round: a group on Synapse joined by ours and by a second Synapse.
 
     .venv/bin/python bench/federation_bench.py [--members 500] [--rounds 3] [--synapse /tmp/synapse-venv]
-        [--pdus 2000]
+        [--reverse] [--pdus 2000]
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
@@ -30,6 +35,7 @@ from twisted.internet import asyncioreactor  # noqa: E402
 
 asyncioreactor.install()
 from twisted.internet import defer, reactor, threads  # noqa: E402
+from twisted.internet.task import deferLater  # noqa: E402
 
 from fedsupport import free_port, start_federating  # noqa: E402
 from homeserver import HomeServer  # noqa: E402
@@ -54,12 +60,68 @@ async def build_group(a: HomeServer, members: int) -> str:
     return room_id
 
 
-async def timed_join(client: Client, room_id: str, via: str) -> float:
+async def timed_join(client: Client, room_id: str, via: str, members: int = 0) -> tuple[float, float]:
+    """Seconds until ``POST /join`` answers, and until the joiner lists all ``members`` (+ itself).
+
+    The two differ for partial-state ("faster") joins, which answer before the member list arrives.
+    """
     t0 = time.perf_counter()
     code, resp = await client.post(f"/_matrix/client/v3/join/{room_id}", {}, params={"server_name": via})
-    elapsed = time.perf_counter() - t0
+    joined = time.perf_counter() - t0
     assert code == 200, (code, resp)
-    return elapsed
+    for _ in range(600):
+        code, resp = await client.get(f"/_matrix/client/v3/rooms/{room_id}/joined_members")
+        if code == 200 and len(resp["joined"]) >= members + 1:
+            return joined, time.perf_counter() - t0
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"the joiner never listed {members} members: {code} {resp}")
+
+
+async def build_group_on_synapse(syn: Any, members: int, tag: str) -> str:
+    """A public group on Synapse with ``members`` registered, joined users (10 at a time)."""
+    owner = Client(syn.base)
+    await owner.register(f"owner{tag}")
+    code, resp = await owner.post("/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+    assert code == 200, resp
+    room_id = resp["room_id"]
+
+    async def member(i: int) -> None:
+        c = Client(syn.base)
+        await c.register(f"m{tag}x{i}")
+        code, resp = await c.post(f"/_matrix/client/v3/join/{room_id}", {})
+        assert code == 200, resp
+
+    for n in range(0, members - 1, 10):
+        await defer.gatherResults([defer.ensureDeferred(member(i)) for i in range(n, min(n + 10, members - 1))])
+    return room_id
+
+
+async def reverse(args: argparse.Namespace, tmp: str, host: Any, ours: Client) -> None:
+    """The other way round: the group on Synapse, joined by ours (B) and by a second Synapse."""
+    from synapse_support import Synapse
+
+    second = Synapse(os.path.join(tmp, "synapse2"), free_port(), free_port())
+    await threads.deferToThread(second.configure, True)
+    await threads.deferToThread(second.start)
+    try:
+        theirs = Client(second.base)
+        await theirs.register("joiner")
+        joiners = {"ours": ours, "synapse": theirs}
+        warm = await build_group_on_synapse(host, 2, "warm")
+        for client in joiners.values():
+            await timed_join(client, warm, host.server_name, 2)
+        t0 = time.perf_counter()
+        room_id = await build_group_on_synapse(host, args.members, "g")
+        print(f"reverse: built a {args.members}-member group on Synapse in {time.perf_counter() - t0:.1f}s")
+        times = {}
+        for name, client in joiners.items():
+            times[name] = await timed_join(client, room_id, host.server_name, args.members)
+            print(f"  {name}: joined the group on Synapse in {times[name][0]:.2f}s, "
+                  f"all members listed at {times[name][1]:.2f}s")
+        print(f"reverse, Synapse/ours: join answered {times['synapse'][0] / times['ours'][0]:.2f}x, "
+              f"members listed {times['synapse'][1] / times['ours'][1]:.2f}x")
+    finally:
+        await threads.deferToThread(second.stop)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -84,7 +146,7 @@ async def main(args: argparse.Namespace) -> None:
         # Warm-up: keys fetched, connections open, on both joining servers.
         warm = await build_group(a, 2)
         for client in joiners.values():
-            await timed_join(client, warm, a.server_name)
+            await timed_join(client, warm, a.server_name, 2)
         times: dict[str, list[float]] = {name: [] for name in joiners}
         for r in range(args.rounds):
             t0 = time.perf_counter()
@@ -92,12 +154,9 @@ async def main(args: argparse.Namespace) -> None:
             print(f"round {r + 1}: built a {args.members}-member group on A in {time.perf_counter() - t0:.1f}s")
             order = list(joiners) if r % 2 == 0 else list(reversed(joiners))
             for name in order:
-                seconds = await timed_join(joiners[name], room_id, a.server_name)
+                seconds, full = await timed_join(joiners[name], room_id, a.server_name, args.members)
                 times[name].append(seconds)
-                # Not timed: the joining server really holds the group's full membership.
-                code, resp = await joiners[name].get(f"/_matrix/client/v3/rooms/{room_id}/joined_members")
-                assert code == 200 and len(resp["joined"]) >= args.members + 1, (code, len(resp.get("joined", ())))
-                print(f"  {name}: joined over federation in {seconds:.2f}s, sees {len(resp['joined'])} members",
+                print(f"  {name}: joined over federation in {seconds:.2f}s, all members listed at {full:.2f}s",
                       flush=True)
         for name, values in times.items():
             print(f"remote join of a {args.members}-member group, {name}: median {statistics.median(values):.2f}s "
@@ -105,6 +164,8 @@ async def main(args: argparse.Namespace) -> None:
         if "synapse" in times:
             ratio = statistics.median(times["synapse"]) / statistics.median(times["ours"])
             print(f"Synapse/ours: {ratio:.2f}x")
+        if syn is not None and args.reverse:
+            await reverse(args, tmp, syn, ours)
         if not args.pdus:
             return
         room_b = await b.room_states.get(room_id)
@@ -139,6 +200,8 @@ if __name__ == "__main__":
     p.add_argument("--pdus", type=int, default=2000, help="inbound PDUs to time afterwards (0: skip)")
     p.add_argument("--rounds", type=int, default=3, help="groups built and joined (medians are reported)")
     p.add_argument("--synapse", metavar="VENV", help="also time a stock Synapse from this venv joining each group")
+    p.add_argument("--reverse", action="store_true",
+                   help="with --synapse: also time ours and a second Synapse joining a group hosted on Synapse")
     p.add_argument("--postgres-a")
     p.add_argument("--postgres-b")
     args = p.parse_args()

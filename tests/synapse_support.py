@@ -76,7 +76,9 @@ class Synapse:
                          "failed_attempts": {"per_second": 1000, "burst_count": 1000}},
             "rc_joins": {"local": {"per_second": 1000, "burst_count": 1000},
                          "remote": {"per_second": 1000, "burst_count": 1000}},
+            "rc_joins_per_room": {"per_second": 1000, "burst_count": 1000},
             "rc_federation": {"window_size": 1000, "sleep_limit": 1000, "reject_limit": 1000},
+            "bcrypt_rounds": 4,
             "presence": {"enabled": False},
             "use_presence": False,
         })
