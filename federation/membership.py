@@ -12,7 +12,6 @@ before. The room is then live here.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Sequence
 
 from signedjson.key import SigningKey
@@ -33,8 +32,6 @@ from homeserver.rooms.persist import EventContext
 from homeserver.rooms.restricted import RestrictedJoins
 from homeserver.util.clock import Clock
 from homeserver.util.ids import random_string
-
-logger = logging.getLogger(__name__)
 
 MAX_MISSING = 50
 #: Events accepted at most in a send_join answer (state + auth chain).
