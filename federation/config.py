@@ -31,6 +31,8 @@ class FederationConfig:
     old_verify_keys: tuple[OldKey, ...] = field(default=())
     #: Largest /send transaction body, in bytes.
     max_transaction_size: int = 4 << 20
+    #: Events of history fetched right after a remote join (older ones are fetched when paged to).
+    join_backfill_limit: int = 50
 
     @property
     def enabled(self) -> bool:
@@ -64,6 +66,7 @@ class FederationConfig:
             trusted_key_servers=tuple(servers),
             old_verify_keys=tuple(old),
             max_transaction_size=s.size("max_transaction_size", 4 << 20),
+            join_backfill_limit=s.int("join_backfill_limit", 50, minimum=0, maximum=100),
         )
 
 

@@ -12,33 +12,32 @@ before. The room is then live here.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Sequence
 
 from signedjson.key import SigningKey
 
+from federation.backfill import MAX_BACKFILL, Backfiller, check_pdus
 from federation.inbound import GetKey, PduChecker, PduDropped, verify_pdu_signatures
 from federation.rooms import FanOut, RoomsBridge, domain
 from federation.transport.client import FederationClient, FederationRequestError, HttpResponseError, encode_path
 from federation.transport.server import FederationRoutes
 from homeserver.api.errors import MatrixError, bad_json, forbidden, not_found
 from homeserver.api.http import ApiRequest
-from homeserver.core.auth import AuthError, check_auth, check_state_independent_auth, state_map
-from homeserver.core.events import Event, EventFormatError, check_content_hash, check_event_format, redact_pdu
+from homeserver.core.auth import AuthError, check_auth
+from homeserver.core.events import Event, EventFormatError, check_event_format, redact_pdu
 from homeserver.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
-from homeserver.core.signing import SignatureError, add_hashes_and_signatures, verify_json
+from homeserver.core.signing import SignatureError, add_hashes_and_signatures, sign_event, verify_json
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.persist import EventContext
+from homeserver.rooms.restricted import RestrictedJoins
 from homeserver.util.clock import Clock
 from homeserver.util.ids import random_string
 
-logger = logging.getLogger(__name__)
-
-MAX_BACKFILL = 100
 MAX_MISSING = 50
 #: Events accepted at most in a send_join answer (state + auth chain).
 MAX_JOIN_EVENTS = 50_000
-#: Events of history fetched right after a remote join.
+AUTHORISER = "join_authorised_via_users_server"
+#: Events of history fetched right after a remote join (``federation.join_backfill_limit``).
 JOIN_BACKFILL = 50
 
 
@@ -61,13 +60,15 @@ class MembershipServlets:
     """Served membership and read endpoints."""
 
     def __init__(self, server_name: str, bridge: RoomsBridge, builder: EventBuilder, get_key: GetKey,
-                 fanout: FanOut, clock: Clock) -> None:
+                 fanout: FanOut, clock: Clock, restricted: RestrictedJoins, signing_key: SigningKey) -> None:
         self._server_name = server_name
         self._bridge = bridge
         self._builder = builder
         self._get_key = get_key
         self._fanout = fanout
         self._clock = clock
+        self._restricted = restricted
+        self._key = signing_key
 
     def register(self, routes: FederationRoutes) -> None:
         routes.add("GET", "/_matrix/federation/v1/make_join/{room_id}/{user_id}", self.make_join)
@@ -103,7 +104,13 @@ class MembershipServlets:
                 raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",
                                   f"The room version {rv.identifier} is not supported by your server",
                                   room_version=rv.identifier)
-        event = self._builder.build(room, "m.room.member", user_id, {"membership": membership}, user_id)
+        content: dict[str, Any] = {"membership": membership}
+        if membership == "join":
+            # Restricted rooms: we vouch that the user meets a condition, naming one of our users.
+            authoriser = await self._restricted.authorise(room, user_id)
+            if authoriser is not None:
+                content["join_authorised_via_users_server"] = authoriser
+        event = self._builder.build(room, "m.room.member", user_id, content, user_id)
         return {"event": _template(event), "room_version": rv.identifier}
 
     async def make_join(self, request: ApiRequest, origin: str) -> dict[str, Any]:
@@ -143,6 +150,10 @@ class MembershipServlets:
         if (event.type != "m.room.member" or event.state_key != event.sender or event.membership != membership
                 or domain(event.sender) != origin):
             raise bad_json(f"Expected a {membership} of a user of {origin} for themselves")
+        if membership == "join" and "join_authorised_via_users_server" in event.content \
+                and room.room_version.restricted_join_rule:
+            pdu = await self._authorise_join(room, event, pdu)
+            event = Event(pdu, room.room_version)
         # The same local policy checks a join built here would pass (e.g. the group member cap).
         for check in self._builder.checks:
             check(room, event)
@@ -156,6 +167,21 @@ class MembershipServlets:
             self._fanout.relay(event.event_id)
             await self._bridge.persist_received(outcome.event, outcome.state_before, False)
         return outcome.event, outcome
+
+    async def _authorise_join(self, room: Any, event: Event, pdu: dict[str, Any]) -> dict[str, Any]:
+        """A join naming one of our users as its authoriser: check the conditions again, then sign it.
+
+        Our signature vouches that the user met the room's allow conditions
+        (server-server "Restricted rooms"), so we only give it after checking
+        them ourselves; the auth rules then check the authoriser's power.
+        """
+        authoriser = event.content.get("join_authorised_via_users_server")
+        if not isinstance(authoriser, str) or domain(authoriser) != self._server_name:
+            raise MatrixError(400, "M_INVALID_PARAM",
+                              "join_authorised_via_users_server must name a user of this server")
+        if self._restricted.needs_authorisation(room, event.sender):
+            await self._restricted.check_conditions(room, event.sender)
+        return sign_event(pdu, room.room_version, self._server_name, self._key)
 
     async def send_join(self, request: ApiRequest, origin: str) -> dict[str, Any]:
         """PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}: accept a join; answer the room state ("Joining Rooms")."""
@@ -254,8 +280,11 @@ class FederationMembership:
     """The outbound side: ``homeserver.rooms.membership.RemoteMembership`` over federation."""
 
     def __init__(self, server_name: str, signing_key: SigningKey, client: FederationClient,
-                 bridge: RoomsBridge, get_key: GetKey, clock: Clock) -> None:
+                 bridge: RoomsBridge, get_key: GetKey, clock: Clock, backfiller: Backfiller,
+                 join_backfill: int = JOIN_BACKFILL) -> None:
         self._server_name = server_name
+        self._backfiller = backfiller
+        self._join_backfill = join_backfill
         self._key = signing_key
         self._client = client
         self._bridge = bridge
@@ -265,6 +294,10 @@ class FederationMembership:
     def _fill(self, template: dict[str, Any], rv: RoomVersion, content: dict[str, Any]) -> Event:
         pdu = {k: v for k, v in template.items() if k not in ("hashes", "signatures", "unsigned")}
         pdu["content"] = {**(template.get("content") or {}), **content}
+        # Only the resident server names the authorising user of a restricted join.
+        pdu["content"].pop(AUTHORISER, None)
+        if isinstance(template.get("content"), dict) and AUTHORISER in template["content"]:
+            pdu["content"][AUTHORISER] = template["content"][AUTHORISER]
         pdu["origin_server_ts"] = self._clock.time_msec()
         if rv.event_id_format == "v1":
             pdu["event_id"] = f"${random_string(18)}:{self._server_name}"
@@ -281,6 +314,8 @@ class FederationMembership:
                     membership: str) -> tuple[str, dict[str, Any], RoomVersion]:
         versions = {"ver": sorted(KNOWN_ROOM_VERSIONS)} if membership in ("join", "knock") else None
         errors = []
+        #: A restricted room's servers could not let the user in (passed on to the client if none can).
+        unable: MatrixError | None = None
         for server in dict.fromkeys(servers):
             if server == self._server_name:
                 continue
@@ -294,13 +329,26 @@ class FederationMembership:
                     raise ValueError("template is for another room")
                 if template.get("sender") != user_id or template.get("state_key") != user_id:
                     raise ValueError("template is for another user")
+                content = template.get("content")
+                if template.get("type") != "m.room.member" or not isinstance(content, dict) \
+                        or content.get("membership") != membership:
+                    raise ValueError(f"template is not a {membership}")
+                if AUTHORISER in content and (not isinstance(content[AUTHORISER], str)
+                                              or domain(content[AUTHORISER]) != server):
+                    raise ValueError("template names an authorising user of another server")
                 return server, template, rv
             except HttpResponseError as e:
+                body = e.body if isinstance(e.body, dict) else {}
                 if e.code == 403:
-                    raise MatrixError(403, "M_FORBIDDEN", f"{server}: {(e.body or {}).get('error')}") from None
+                    raise MatrixError(403, "M_FORBIDDEN", f"{server}: {body.get('error')}") from None
+                if e.code == 400 and body.get("errcode") in ("M_UNABLE_TO_AUTHORISE_JOIN", "M_UNABLE_TO_GRANT_JOIN"):
+                    # Restricted room: another resident server may be able to let the user in.
+                    unable = unable or MatrixError(400, body["errcode"], f"{server}: {body.get('error')}")
                 errors.append(f"{server}: {e}")
             except (FederationRequestError, KeyError, ValueError, TypeError) as e:
                 errors.append(f"{server}: {e}")
+        if unable is not None:
+            raise unable
         raise MatrixError(404, "M_NOT_FOUND", f"No server could help with the {membership}: {'; '.join(errors)}")
 
     async def join(self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]) -> str:
@@ -311,14 +359,17 @@ class FederationMembership:
                 server, encode_path("/_matrix/federation/v2/send_join/%s/%s", room_id, event.event_id),
                 _pdu(event), timeout_s=300)
         except HttpResponseError as e:
-            raise MatrixError(e.code if e.code in (400, 403, 404) else 502, (e.body or {}).get("errcode", "M_UNKNOWN")
-                              if isinstance(e.body, dict) else "M_UNKNOWN", f"send_join to {server} failed") from None
+            body = e.body if isinstance(e.body, dict) else {}
+            raise MatrixError(e.code if e.code in (400, 403, 404) else 502, str(body.get("errcode", "M_UNKNOWN")),
+                              f"send_join to {server} failed: {body.get('error', e)}") from None
         except FederationRequestError as e:
             raise MatrixError(502, "M_UNKNOWN", f"send_join to {server} failed: {e}") from None
+        if AUTHORISER in event.content:
+            event = await self._countersigned(resp, event, server)
         state, chain = resp.get("state"), resp.get("auth_chain")
         if not isinstance(state, list) or not isinstance(chain, list) or len(state) + len(chain) > MAX_JOIN_EVENTS:
             raise MatrixError(502, "M_UNKNOWN", "Bad send_join response")
-        checked = await self._check_all(state + chain, rv, room_id)
+        checked = await check_pdus(state + chain, rv, room_id, self._get_key, self._bridge)
         state_ids = {}
         for pdu in state:
             ev = checked.get(_event_id(pdu, rv))
@@ -335,74 +386,24 @@ class FederationMembership:
         ordered = sorted(checked.values(), key=lambda e: (e.depth, e.event_id))
         await self._bridge.persister.persist([EventContext(e, outlier=True) for e in ordered])
         await self._bridge.persister.persist([EventContext(event, state_before=state_ids)])
-        await self._backfill(server, room_id, rv, event.prev_event_ids)
+        # The latest history before the join, so the joined user sees the group's recent past;
+        # /messages fetches older history on demand.
+        self._backfiller.joined_via(room_id, server)
+        if self._join_backfill:
+            await self._backfiller.fetch_from(server, room_id, rv, event.prev_event_ids, self._join_backfill)
         return event.event_id
 
-    async def _backfill(self, server: str, room_id: str, rv: RoomVersion, from_ids: list[str],
-                        limit: int = JOIN_BACKFILL) -> None:
-        """Fetch recent history before the join, so the joined user sees the group's past messages.
-
-        Backfilled events are checked like the join's state (format, signatures, hash, auth against
-        their auth events) and stored in the timeline by depth; they change neither the room's
-        current state nor its extremities, and are not published on the live stream.
-        """
+    async def _countersigned(self, resp: Any, event: Event, server: str) -> Event:
+        """The join of a restricted room as the resident server signed it (send_join's ``event``)."""
+        signed = resp.get("event") if isinstance(resp, dict) else None
+        rv = event.room_version
         try:
-            resp = await self._client.get_json(
-                server, encode_path("/_matrix/federation/v1/backfill/%s", room_id),
-                {"v": from_ids[:20], "limit": str(limit)}, max_bytes=16 << 20)
-        except FederationRequestError as e:
-            logger.info("backfill of %s from %s failed: %s", room_id, server, e)
-            return
-        pdus = resp.get("pdus") if isinstance(resp, dict) else None
-        if not isinstance(pdus, list):
-            return
-        checked = await self._check_all(pdus[:limit], rv, room_id)
-        known = await self._bridge.get_events(list(checked))
-        room = await self._bridge.cache.get(room_id)
-        if room is None:
-            return
-        current, ext = room.state_ids(), list(room.extremities)
-        contexts = [EventContext(ev, state_before=current, new_current_state=current, new_extremities=ext,
-                                 backfilled=True)
-                    for ev in sorted(checked.values(), key=lambda e: (e.depth, e.event_id))
-                    if ev.event_id not in known and not ev.rejected]
-        if contexts:
-            await self._bridge.persister.persist(contexts)
-
-    async def _check_all(self, pdus: list[Any], rv: RoomVersion, room_id: str) -> dict[str, Event]:
-        """Format, signatures, hashes and auth (against each event's auth events) for a state/auth chain."""
-        events: dict[str, Event] = {}
-        for pdu in pdus:
-            if not isinstance(pdu, dict) or pdu.get("room_id", room_id) != room_id:
-                continue
-            try:
-                check_event_format(pdu, rv)
-                ev = Event(pdu, rv)
-                if ev.event_id in events:
-                    continue
-                await verify_pdu_signatures(pdu, rv, self._get_key)
-            except (EventFormatError, PduDropped, KeyError, TypeError, ValueError) as e:
-                logger.info("dropping an event of the join response: %s", e)
-                continue
-            if not check_content_hash(pdu):
-                ev = Event(redact_pdu(pdu, rv), rv, ev.event_id)
-            events[ev.event_id] = ev
-        known = {e.event_id: e for e in (await self._bridge.get_events(list(events))).values()}
-        out: dict[str, Event] = {}
-        for ev in sorted(events.values(), key=lambda e: (e.depth, e.event_id)):
-            auth = {a: out.get(a) or known.get(a) for a in ev.auth_event_ids}
-            auth = {k: v for k, v in auth.items() if v is not None}
-            create = None
-            if rv.room_id_from_create_event:
-                create = out.get("$" + room_id[1:])
-            try:
-                check_state_independent_auth(ev, auth, create)
-                check_auth(ev, {**state_map(auth.values()),
-                                **({("m.room.create", ""): create} if create is not None else {})})
-            except AuthError as e:
-                ev = Event(ev.pdu, rv, ev.event_id, rejected_reason=e.reason)
-            out[ev.event_id] = ev
-        return out
+            if not isinstance(signed, dict) or Event(signed, rv).event_id != event.event_id:
+                raise PduDropped("no signed join event in the answer")
+            await verify_pdu_signatures(signed, rv, self._get_key)
+        except (PduDropped, KeyError, TypeError, ValueError) as e:
+            raise MatrixError(502, "M_UNKNOWN", f"send_join to {server}: bad authorised join: {e}") from None
+        return Event({k: v for k, v in signed.items() if k != "unsigned"}, rv)
 
     async def leave(self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]) -> str:
         server, template, rv = await self._make(servers, room_id, user_id, "leave")

@@ -29,6 +29,7 @@ from appservice.scheduler import AppserviceScheduler
 from appservice.source import ClientFormatter, DatabaseCatchUp
 from appservice.store import AppserviceStore
 from appservice.thirdparty import ThirdPartyServlets
+from federation.backfill import Backfiller
 from federation.config import FederationConfig
 from federation.edus import EphemeralBridge
 from federation.discovery import ServerResolver, srv_lookup_with_twisted_names
@@ -83,6 +84,7 @@ from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.membership import MembershipService, RemoteMembership
 from homeserver.rooms.persist import Persister
 from homeserver.rooms.redact import Redactor
+from homeserver.rooms.restricted import RestrictedJoins
 from homeserver.rooms.relations import Relations
 from homeserver.rooms.send import EventSender
 from homeserver.rooms.state_cache import StateCache
@@ -198,8 +200,10 @@ class HomeServer:
         self.event_sender = EventSender(self.event_builder, self.room_states, self.persister, self.event_store)
         #: Federation plugs remote joins/invites/knocks in here (None: federation off).
         self.remote_membership: RemoteMembership | None = None
+        self.restricted_joins = RestrictedJoins(self.server_name, self.room_states)
         self.membership = MembershipService(self.server_name, self.event_sender, self.state_store,
-                                            self.room_store, self.users, self.remote_membership)
+                                            self.room_store, self.users, self.restricted_joins,
+                                            self.remote_membership)
         self.room_creator = RoomCreator(self.server_name, config.default_room_version, self.event_sender,
                                         self.membership, self.room_store, self.clock)
         self.redactor = Redactor(self.event_sender, checks=[self.group_policy.check_redaction])
@@ -407,6 +411,8 @@ class HomeServer:
             TransactionStore(self.db), clock, self.keyring.get_verify_key, self.federation_edus,
             self.federation_rooms, functools.partial(fetch_missing_events, self.federation_client))
         self.federation_fanout = FanOut(self.server_name, self.federation_sender, self.room_states)
+        self.federation_backfill = Backfiller(self.server_name, self.federation_client, self.federation_rooms,
+                                              self.keyring.get_verify_key, clock)
         self.federation_router = Router(None)
         verifier = RequestVerifier(self.server_name, self.keyring.get_verify_key)
         self.federation_routes = FederationRoutes(self.federation_router, verifier, self.federation_sender.wake)
@@ -414,7 +420,8 @@ class HomeServer:
         TransactionServlets(self.federation_transactions, __version__).register(
             self.federation_routes, self.federation_router)
         MembershipServlets(self.server_name, self.federation_rooms, self.event_builder, self.keyring.get_verify_key,
-                           self.federation_fanout, clock).register(self.federation_routes)
+                           self.federation_fanout, clock, self.restricted_joins, self.signing_key
+                           ).register(self.federation_routes)
         self.federation_queries = QueryServlets(self.server_name, self.signing_key, self.federation_rooms,
                                                 self.room_store, self.profiles, self.directory,
                                                 self.keyring.get_verify_key, self.federation_rooms.persist_invite)
@@ -426,7 +433,9 @@ class HomeServer:
             # Only a server others can reach takes part in rooms on other servers.
             self.federation_fanout.subscribe(self.event_stream)
             self.membership.remote = FederationMembership(self.server_name, self.signing_key, self.federation_client,
-                                                      self.federation_rooms, self.keyring.get_verify_key, clock)
+                                                      self.federation_rooms, self.keyring.get_verify_key, clock,
+                                                      self.federation_backfill, fed.join_backfill_limit)
+            self.room_history.remote = self.federation_backfill
         self.federation_site = FederationSite(self.federation_router, fed.max_transaction_size, self.metrics,
                                         config.access_log)
         self._federation_port: IListeningPort | None = None

@@ -57,9 +57,10 @@ def aio(coro: Coroutine[Any, Any, Any]) -> defer.Deferred[Any]:
 class Client:
     """Speaks JSON to a homeserver over real HTTP on loopback."""
 
-    def __init__(self, hs: HomeServer) -> None:
-        self.hs = hs
-        self.base = base_url(hs)
+    def __init__(self, hs: HomeServer | str) -> None:
+        """``hs``: one of our homeservers, or the base URL of any (e.g. Synapse's client listener)."""
+        self.hs = hs if not isinstance(hs, str) else None
+        self.base = hs if isinstance(hs, str) else base_url(hs)
         self.token: str | None = None
         self.user_id: str | None = None
         self.device_id: str | None = None

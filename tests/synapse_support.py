@@ -34,7 +34,12 @@ class Synapse:
         self.base = f"http://127.0.0.1:{client_port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def configure(self) -> None:
+    def configure(self, quiet: bool = False) -> None:
+        """Generate the config: TLS federation (self-signed, unverified), loopback allowed, no rate limits.
+
+        Args:
+            quiet: Log warnings only (benchmarks: logging then costs Synapse what it costs ours).
+        """
         py = synapse_python()
         assert py
         os.makedirs(self.workdir, exist_ok=True)
@@ -71,12 +76,20 @@ class Synapse:
                          "failed_attempts": {"per_second": 1000, "burst_count": 1000}},
             "rc_joins": {"local": {"per_second": 1000, "burst_count": 1000},
                          "remote": {"per_second": 1000, "burst_count": 1000}},
+            "rc_joins_per_room": {"per_second": 1000, "burst_count": 1000},
             "rc_federation": {"window_size": 1000, "sleep_limit": 1000, "reject_limit": 1000},
+            "bcrypt_rounds": 4,
             "presence": {"enabled": False},
             "use_presence": False,
         })
         with open(cfg, "w", encoding="utf-8") as f:
             yaml.safe_dump(data, f)
+        log_cfg = data.get("log_config")
+        if quiet and isinstance(log_cfg, str) and os.path.exists(log_cfg):
+            with open(log_cfg, encoding="utf-8") as f:
+                text = f.read().replace("level: INFO", "level: WARNING")
+            with open(log_cfg, "w", encoding="utf-8") as f:
+                f.write(text)
 
     def start(self, timeout_s: float = 90.0) -> None:
         py = synapse_python()

@@ -3,12 +3,17 @@
 Every method gates on :meth:`Visibility.check_can_read_room` and filters
 events through :meth:`Visibility.filter_events`, so a non-member reads
 nothing of a private group.
+
+Paging backwards with /messages past the start of the locally stored
+history of a room joined over federation asks :class:`RemoteHistory`
+(federation's backfill, plugged in by ``server.py``) for older events, then
+answers from the now longer local history.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from homeserver.api.errors import MatrixError, forbidden, not_found
 from homeserver.rooms.format import client_event
@@ -26,6 +31,23 @@ MAX_SCAN_ROUNDS = 5
 MAX_CONTEXT_STATE = 5000
 END = (2**62, 2**62)
 START = (0, 0)
+#: Backfill requests one /messages call may make before answering with what it has.
+MAX_BACKFILL_ROUNDS = 3
+#: Events asked for per backfill request, at least (a page's worth may be mostly hidden state).
+MIN_BACKFILL = 20
+MAX_BACKFILL = 100
+
+
+class RemoteHistory(Protocol):
+    """What federation provides for history this server does not hold."""
+
+    async def backfill(self, room_id: str, from_event_ids: Sequence[str], limit: int) -> int:
+        """Fetch up to ``limit`` events from ``from_event_ids`` backwards from a server in the room,
+        check them and store them as history.
+
+        Returns:
+            How many events were newly stored (0 when no server had anything more).
+        """
 
 
 @dataclass
@@ -93,6 +115,8 @@ class RoomHistory:
         self.visibility = visibility
         self.relations = relations
         self.clock = clock
+        #: Older history from other servers (None: federation off).
+        self.remote: RemoteHistory | None = None
 
     async def readable_room(self, user_id: str | None, room_id: str) -> tuple[RoomState, str | None]:
         room = await self.cache.get(room_id)
@@ -163,7 +187,9 @@ class RoomHistory:
         limit = max(1, min(limit if flt.limit is None else min(limit, flt.limit), MAX_LIMIT))
         key = await self._key(room_id, from_token, END if direction == "b" else START)
         to_key = await self._key(room_id, to_token, START) if to_token is not None else None
-        events, next_key, _ = await self._scan(user_id, room, key, direction, limit, flt, to_key)
+        events, next_key, after = await self._scan(user_id, room, key, direction, limit, flt, to_key)
+        if direction == "b" and next_key is None and to_key is None and self.remote is not None:
+            events, next_key = await self._backfill(user_id, room, events, after, limit, flt)
         start = from_token if from_token is not None else str(RoomPaginationToken(*key))
         body: dict[str, Any] = {"chunk": await self.serialize(user_id, room_id, events), "start": start}
         if next_key is not None:
@@ -171,6 +197,30 @@ class RoomHistory:
         if flt.lazy_load_members:
             body["state"] = await self._member_state(room, events)
         return body
+
+    async def _backfill(self, user_id: str, room: RoomState, events: list[StoredEvent], after: tuple[int, int],
+                        limit: int, flt: EventFilter) -> tuple[list[StoredEvent], tuple[int, int] | None]:
+        """The page reached the start of local history: fetch older events from other servers.
+
+        Returns the page and the key to continue from: set while older
+        history may exist elsewhere, None once the create event is reached
+        or no server has anything older.
+        """
+        assert self.remote is not None
+        for _ in range(MAX_BACKFILL_ROUNDS):
+            gaps = await self.events.oldest_gaps(room.room_id)
+            if not gaps:
+                return events, None
+            if len(events) >= limit:
+                return events, after
+            want = min(MAX_BACKFILL, max(MIN_BACKFILL, limit - len(events)))
+            if not await self.remote.backfill(room.room_id, gaps, want):
+                return events, None
+            more, next_key, after = await self._scan(user_id, room, after, "b", limit - len(events), flt, None)
+            events = events + more
+            if next_key is not None:  # the page filled before local history ran out again
+                return events, next_key
+        return events, after
 
     async def _member_state(self, room: RoomState, events: Sequence[StoredEvent]) -> list[dict[str, Any]]:
         senders = {e.event.sender for e in events}

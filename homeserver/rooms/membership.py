@@ -3,6 +3,11 @@
 Every change is an ``m.room.member`` event built and authorised like any
 other (the auth rules decide; their reason becomes the M_FORBIDDEN message).
 
+Joins to restricted rooms (room versions 8+) without an invite name a local
+user who may invite in ``join_authorised_via_users_server`` once
+:class:`~homeserver.rooms.restricted.RestrictedJoins` has found the joiner
+in one of the allowed rooms.
+
 Rooms this server is not in, and invites of users on other servers, need
 another server: that is federation's job. It plugs in through the
 :class:`RemoteMembership` protocol passed in by ``server.py`` (None when
@@ -15,6 +20,7 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 from homeserver.api.errors import MatrixError, forbidden, not_found
 from homeserver.core.events import Event
 from homeserver.core.ids import get_domain_from_id, is_valid_room_alias, is_valid_room_id, is_valid_user_id
+from homeserver.rooms.restricted import RestrictedJoins
 from homeserver.rooms.send import EventSender, not_in_room
 from homeserver.rooms.state_cache import RoomState
 from homeserver.storage.rooms import RoomStore
@@ -61,13 +67,14 @@ def stripped_state(room: RoomState, extra: Sequence[Event] = ()) -> list[dict[st
 
 class MembershipService:
     def __init__(self, server_name: str, sender: EventSender, state: StateStore, rooms: RoomStore,
-                 profiles: Profiles, remote: RemoteMembership | None = None) -> None:
+                 profiles: Profiles, restricted: RestrictedJoins, remote: RemoteMembership | None = None) -> None:
         self.server_name = server_name
         self.sender = sender
         self.state = state
         self.rooms = rooms
         self.profiles = profiles
         self.remote = remote
+        self.restricted = restricted
         #: ``async (alias) -> bool`` asked when a local alias is unknown; True means "look again"
         #: (application services create rooms on demand).
         self.alias_queries: list[Callable[[str], Awaitable[bool]]] = []
@@ -125,6 +132,17 @@ class MembershipService:
             await self.remote.join(user_id, room_id, self._remote_servers(room, servers)
                                    or [get_domain_from_id(room_id)], content)
             return room_id
+        try:
+            authoriser = await self.restricted.authorise(room, user_id)
+        except MatrixError as e:
+            others = self._remote_servers(room, servers)
+            if e.errcode != "M_UNABLE_TO_GRANT_JOIN" or self.remote is None or not others:
+                raise
+            # None of our users may let them in; a resident server of the room may.
+            await self.remote.join(user_id, room_id, others, content)
+            return room_id
+        if authoriser is not None:
+            content["join_authorised_via_users_server"] = authoriser
         await self.sender.send(user_id, room_id, "m.room.member", content, state_key=user_id)
         return room_id
 

@@ -23,8 +23,11 @@ What the entry point accepts (:class:`EventContext`):
 * a rejected event (``event.rejected_reason`` set): stored, never served, no
   state effect;
 * ``backfilled=True``: a historical event fetched from another server; it is
-  stored in the timeline (by depth) with a negative stream ordering, and
-  not published on the live stream (it is old news to /sync).
+  stored in the timeline (by depth) with a negative stream ordering and its
+  ``state_before`` (the state at that point of history, used by history
+  visibility), and not published on the live stream (it is old news to
+  /sync). It touches neither the room's current state, members,
+  extremities nor depth, so it can be persisted while the room moves on.
 """
 from __future__ import annotations
 
@@ -208,6 +211,8 @@ class Persister:
         state_rows: list[tuple[str, str, int, int]] = []
         members: dict[str, Membership] = {}
         all_delta: dict[StateKey, str | None] = {}
+        #: (state after, its group) of the previous backfilled event: a run of old messages shares a group.
+        history: tuple[dict[StateKey, str], int] | None = None
         for item, row in zip(items, rows):
             ctx, ev = item.ctx, item.ctx.event
             if ev.type == "m.room.create" and ev.state_key == "":
@@ -221,6 +226,12 @@ class Persister:
                     before_g = group if group is not None else self._state.new_group_txn(txn, room_id, current, None)
                     group = before_g
                     state_rows.append((room_id, ev.event_id, before_g, before_g))
+                continue
+            if ctx.backfilled:
+                before = ctx.state_before if ctx.state_before is not None else current
+                history = self._history_txn(txn, room_id, ev, dict(before),
+                                            history or (current, group), state_rows)
+                per_event.append((row.stream_ordering, None))
                 continue
             # state before the event, and its group
             if ctx.state_before is None:
@@ -292,6 +303,20 @@ class Persister:
         if set(extremities) != ext:
             self._events.update_extremities_txn(txn, room_id, ext)
         return _Plan(current, group, sorted(ext), depth, per_event)
+
+    def _history_txn(self, txn: Txn, room_id: str, ev: Event, before: dict[StateKey, str],
+                     base: tuple[dict[StateKey, str], int | None], state_rows: list[tuple[str, str, int, int]]
+                     ) -> tuple[dict[StateKey, str], int]:
+        """Record a backfilled event's state (groups chained on ``base``); returns its state after."""
+        base_state, base_group = base
+        before_g = base_group if before == base_state and base_group is not None else \
+            self._state.new_group_txn(txn, room_id, before, base_group)
+        after, after_g = before, before_g
+        if ev.state_key is not None:
+            after = {**before, (ev.type, ev.state_key): ev.event_id}
+            after_g = self._state.new_group_txn(txn, room_id, after, before_g)
+        state_rows.append((room_id, ev.event_id, before_g, after_g))
+        return after, after_g
 
     async def _apply(self, room: RoomState, items: list[_Item], rows: list[EventRow], plan: _Plan,
                      batch: _Batch) -> None:

@@ -343,6 +343,43 @@ class EventStore:
             "SELECT event_id FROM event_forward_extremities WHERE room_id = ? ORDER BY event_id",
             (room_id,))])
 
+    async def oldest_gaps(self, room_id: str, scan: int = 20) -> list[str]:
+        """Where the locally stored history of a room stops short of its creation.
+
+        Looks at the room's ``scan`` oldest timeline events (by depth) and
+        returns their prev events that are not in the timeline (outliers,
+        such as state learned at a remote join, count as missing). Empty
+        when the create event is among them or nothing is missing.
+        """
+        def txn_fn(txn: Txn) -> list[str]:
+            oldest = txn.query(
+                "SELECT event_id, type, state_key FROM events WHERE room_id = ? AND outlier = ?"
+                " ORDER BY topological_ordering, stream_ordering LIMIT ?", (room_id, False, scan))
+            if not oldest or any(t == "m.room.create" and k == "" for _e, t, k in oldest):
+                return []
+            cond, args = txn.in_list("event_id", [r[0] for r in oldest])
+            prevs = sorted({r[0] for r in txn.query(
+                f"SELECT prev_event_id FROM event_edges WHERE room_id = ? AND {cond}", [room_id, *args])})
+            cond, args = txn.in_list("event_id", prevs)
+            have = {r[0] for r in txn.query(
+                f"SELECT event_id FROM events WHERE room_id = ? AND outlier = ? AND {cond}", [room_id, False, *args])}
+            return [p for p in prevs if p not in have]
+        return await self.db.run(txn_fn)
+
+    async def timeline_children(self, room_id: str, event_ids: Sequence[str]) -> dict[str, list[str]]:
+        """``event_id -> [timeline events citing it in prev_events]`` for ``event_ids``."""
+        def txn_fn(txn: Txn) -> dict[str, list[str]]:
+            cond, args = txn.in_list("d.prev_event_id", list(event_ids))
+            out: dict[str, list[str]] = {}
+            for prev, child in txn.query(
+                    "SELECT d.prev_event_id, d.event_id FROM event_edges d JOIN events e"
+                    " ON e.room_id = d.room_id AND e.event_id = d.event_id"
+                    f" WHERE d.room_id = ? AND e.outlier = ? AND {cond} ORDER BY e.topological_ordering",
+                    [room_id, False, *args]):
+                out.setdefault(prev, []).append(child)
+            return out
+        return await self.db.run(txn_fn) if event_ids else {}
+
     async def max_stream_ordering(self) -> int:
         return int(await self.db.run(lambda txn: txn.scalar("SELECT MAX(stream_ordering) FROM events")) or 0)
 

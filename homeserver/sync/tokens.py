@@ -4,7 +4,8 @@
   ``s<events>_<typing>_<receipts>_<account_data>_<to_device>_<presence>_<device_lists>``.
   A bare ``s<events>`` parses too (the other positions are 0).
 * :class:`RoomPaginationToken` is a position in one room's timeline:
-  ``t<topological>-<stream>`` (a position between events in /messages order)
+  ``t<topological>-<stream>`` (a position between events in /messages order;
+  the stream part is negative among history backfilled from other servers)
   or ``s<stream>`` (a /sync position; /messages turns it into a topological
   position with the room's events).
 
@@ -25,8 +26,9 @@ def _bad(token: str) -> MatrixError:
     return MatrixError(400, "M_INVALID_PARAM", f"Invalid pagination token {token[:64]!r}")
 
 
-def _int(part: str, token: str) -> int:
-    if not _INT.match(part):
+def _int(part: str, token: str, signed: bool = False) -> int:
+    digits = part[1:] if signed and part.startswith("-") and part != "-0" else part
+    if not _INT.match(digits):
         raise _bad(token)
     return int(part)
 
@@ -88,7 +90,8 @@ class RoomPaginationToken:
             topo, sep, stream = token[1:].partition("-")
             if not sep:
                 raise _bad(token)
-            return cls(_int(topo, token), _int(stream, token))
+            # Backfilled events have negative stream orderings: "t12--40".
+            return cls(_int(topo, token), _int(stream, token, signed=True))
         if token.startswith("s"):
             return cls(None, StreamToken.parse(token).events)
         raise _bad(token)

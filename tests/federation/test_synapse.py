@@ -18,14 +18,6 @@ pytestmark = pytest.mark.skipif(
     reason="Synapse interop needs SYNAPSE_VENV pointing at a venv with matrix-synapse (.ci/run creates it)")
 
 
-class RemoteClient(Client):
-    """The test client, pointed at any base URL (here: Synapse's client listener)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.token = self.user_id = self.device_id = None
-
-
 async def eventually(check, tries: int = 400):
     await fed_eventually(check, tries, interval_s=0.1)
 
@@ -47,7 +39,7 @@ async def test_synapse_interop(tmp_path, database_url):
     try:
         alice = Client(ours)
         await alice.register("alice")
-        sam = RemoteClient(syn.base)
+        sam = Client(syn.base)
         await sam.register("sam")
 
         # A Synapse user joins a group here.
@@ -99,6 +91,32 @@ async def test_synapse_interop(tmp_path, database_url):
             return "synapse in its room" in await bodies(alice, room_there)
 
         await eventually(alice_sees_there)
+
+        # Restricted rooms both ways: the resident server checks the allow condition and signs the join.
+        def restricted(allowed: str) -> dict:
+            return {"type": "m.room.join_rules", "state_key": "", "content": {
+                "join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": allowed}]}}
+
+        code, resp = await alice.post("/_matrix/client/v3/createRoom", {
+            "preset": "private_chat", "room_version": "10", "initial_state": [restricted(room_here)]})
+        assert code == 200, resp
+        restricted_here = resp["room_id"]
+        code, resp = await sam.post(f"/_matrix/client/v3/join/{restricted_here}", {},
+                                    params={"server_name": ours.server_name})
+        assert code == 200, resp
+        room = await ours.room_states.get(restricted_here)
+        assert room.get("m.room.member", sam.user_id).content["join_authorised_via_users_server"] == alice.user_id
+        code, resp = await sam.post("/_matrix/client/v3/createRoom", {
+            "preset": "private_chat", "room_version": "10", "initial_state": [restricted(room_there)]})
+        assert code == 200, resp
+        restricted_there = resp["room_id"]
+        code, resp = await alice.post(f"/_matrix/client/v3/join/{restricted_there}", {},
+                                      params={"server_name": syn.server_name})
+        assert code == 200, resp
+        room = await ours.room_states.get(restricted_there)
+        member = room.get("m.room.member", alice.user_id)
+        assert member.content["join_authorised_via_users_server"] == sam.user_id
+        assert syn.server_name in member.pdu["signatures"]
     finally:
         await ours.stop()
         await threads.deferToThread(syn.stop)

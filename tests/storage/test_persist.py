@@ -145,10 +145,15 @@ async def test_federation_entry_points(hs):
     hs.event_stream.subscribe(published.extend)
     position = hs.event_stream.current_position()
     old = builder.build(rs, "m.room.message", "@alice:test.local", {"msgtype": "m.text", "body": "old"})
-    [pe] = await hs.persister.persist([EventContext(old, state_before=rs.state_ids(), backfilled=True,
-                                                    new_extremities=rs.extremities)])
+    current = rs.state_ids()
+    old_state = {k: v for k, v in current.items() if k != ("m.room.topic", "")}
+    [pe] = await hs.persister.persist([EventContext(old, state_before=old_state, backfilled=True)])
     assert pe.stream_ordering < 0 and published == [] and hs.event_stream.current_position() == position
-    assert rs.extremities == [msg.event_id]
+    assert rs.extremities == [msg.event_id] and rs.state_ids() == current
+    # its own state (what history visibility reads) is recorded; the room's current state is untouched
+    assert await hs.state_store.get_state_ids_at(old.event_id) == old_state
+    assert await hs.state_store.get_current_state_ids(room) == current
+    assert await hs.event_store.get_forward_extremities(room) == [msg.event_id]
     page = await hs.event_store.paginate(room, (10**9, 10**9), "b", 50)
     assert old.event_id in [e.event_id for e in page]
     assert old.event_id not in [e.event_id for e in await hs.event_store.room_stream_events(room, 0, 10**9, 50)]
@@ -161,11 +166,14 @@ def test_tokens_round_trip():
     assert str(StreamToken(3).copy_and_replace(typing=2)) == "s3_2_0_0_0_0_0"
     assert RoomPaginationToken.parse("t10-20") == RoomPaginationToken(10, 20)
     assert str(RoomPaginationToken(10, 20)) == "t10-20"
+    # backfilled history has negative stream orderings
+    assert RoomPaginationToken.parse(str(RoomPaginationToken(10, -6))) == RoomPaginationToken(10, -6)
     assert RoomPaginationToken.parse("s7_1_1_1_1_1_1") == RoomPaginationToken(None, 7)
     assert str(RoomPaginationToken(None, 7)) == "s7"
     import pytest
     from homeserver.api.errors import MatrixError
-    for bad in ("", "x1", "t1", "t-1-2", "s1_2_3_4_5_6_7_8", "s01", "t1-x", "s" + "9" * 30):
+    for bad in ("", "x1", "t1", "t-1-2", "s1_2_3_4_5_6_7_8", "s01", "t1-x", "s" + "9" * 30, "t1--0", "t1---2",
+                "s-1"):
         with pytest.raises(MatrixError):
             RoomPaginationToken.parse(bad)
 
