@@ -133,35 +133,53 @@ class SyncSocket(WebSocketServerProtocol):
                 self._slow_timer = self.channel.clock.call_later(
                     self.channel.config.slow_reader_timeout_s, self._too_slow)
             return
-        if not self._building:
+        if not self._building and not self._push_shared():
             defer.ensureDeferred(self._push())
+
+    def _expired(self) -> bool:
+        expires = self.session.expires_ms
+        if expires is not None and self.channel.clock.time_msec() >= expires:
+            self._close(CLOSE_TOKEN_INVALID, "access token has expired")
+            return True
+        return False
+
+    def _push_shared(self) -> bool:
+        """Send a shared body without building (sync/shared.py).
+
+        False when there is none (build one); True when sent, or when the
+        connection closed because its token expired.
+        """
+        if self._expired():
+            return True
+        req = self.session.sync_request
+        upto = self.channel.notifier.current_token()
+        shared = self.channel.builder.shared.lookup(self.user_id, req.device_id, self.since, upto, req.filter,
+                                                    req.full_state and self.since is None)
+        if shared is None:
+            return False
+        self._dirty = False
+        self._send_encoded(b'{"type":"sync","body":' + shared + b"}")
+        self.since = upto
+        return True
 
     async def _push(self) -> None:
         self._building = True
         try:
             while self._dirty and not self._paused and not self._closed:
+                if self._push_shared() or self._closed:
+                    continue
                 self._dirty = False
-                expires = self.session.expires_ms
-                if expires is not None and self.channel.clock.time_msec() >= expires:
-                    self._close(CLOSE_TOKEN_INVALID, "access token has expired")
-                    return
                 req = self.session.sync_request
                 full_state = req.full_state and self.since is None
                 upto = self.channel.notifier.current_token()
-                builder = self.channel.builder
-                shared = builder.shared.lookup(self.user_id, req.device_id, self.since, upto, req.filter, full_state)
-                if shared is not None:
-                    self._send_encoded(b'{"type":"sync","body":' + shared + b"}")
-                    self.since = upto
-                    continue
                 sync_req = SyncRequest(req.user_id, req.device_id, self.since, req.filter, full_state,
                                        req.set_presence)
-                body, empty = await builder.build(sync_req, upto)
+                body, empty = await self.channel.builder.build(sync_req, upto)
                 if self._closed:
                     return
                 if empty and self.since is not None:
                     continue
-                builder.shared.remember(self.user_id, self.since, upto, req.filter, body, full_state)
+                self.channel.builder.shared.remember(self.user_id, self.since, upto, req.filter, body, full_state)
                 self._send({"type": "sync", "body": body})
                 self.since = upto if body["next_batch"] == str(upto) else StreamToken.parse(body["next_batch"])
         except Exception:

@@ -74,7 +74,7 @@ class SyncBuilder:
         self.device_lists = device_lists
         self.unread = unread
         #: Bodies many members share (one new message in a group), encoded once.
-        self.shared = SharedBodies(recent, membership, unread, to_device)
+        self.shared = SharedBodies(recent, membership, unread, to_device, self.lazy_members_sent)
         self._ll_sent: OrderedDict[tuple[str, str | None], dict[str, set[str]]] = OrderedDict()
 
     async def build(self, req: SyncRequest, upto: StreamToken) -> tuple[dict[str, Any], bool]:
@@ -321,6 +321,11 @@ class SyncBuilder:
         state = [e for e in chosen.values() if f.state.allows(e.client)]
         state.sort(key=lambda e: e.stream_ordering)
         return state[: _limit(f.state.limit)] if f.state.limit is not None else state
+
+    def lazy_members_sent(self, user_id: str, device_id: str | None, room_id: str) -> set[str] | None:
+        """Members whose state this device already got in ``room_id`` (lazy loading), if known."""
+        per_device = self._ll_sent.get((user_id, device_id))
+        return None if per_device is None else per_device.get(room_id)
 
     def _ll_cache(self, req: SyncRequest, room_id: str, reset: bool) -> set[str]:
         key = (req.user_id, req.device_id)

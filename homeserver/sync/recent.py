@@ -21,6 +21,7 @@ class _Seen(NamedTuple):
     position: int
     room_id: str
     is_state: bool
+    sender: str
     txn_user: str | None
 
 
@@ -62,7 +63,7 @@ class RecentEvents:
             ring.events.append(event)
             if event.stream_ordering > 0:  # backfilled history has negative positions
                 self._latest.append(_Seen(event.stream_ordering, event.room_id, event.state_key is not None,
-                                          event.txn_key[0] if event.txn_key is not None else None))
+                                          event.sender, event.txn_key[0] if event.txn_key is not None else None))
             if event.stream_ordering > self.last_position.get(event.room_id, 0):
                 self.last_position[event.room_id] = event.stream_ordering
 
@@ -82,17 +83,19 @@ class RecentEvents:
             return False
         return True
 
-    def span(self, since: int, upto: int) -> tuple[str, frozenset[str]] | None:
+    def span(self, since: int, upto: int) -> tuple[str, frozenset[str], frozenset[str]] | None:
         """What happened in (since, upto], when it was only non-state events of one room.
 
-        Returns that room and the users who sent some of them from a client, or
-        None when the events are not all known here, touch state, or span rooms.
+        Returns that room, the users who sent some of them from a client, and
+        all their senders; None when the events are not all known here, touch
+        state, or span rooms.
         """
         expected = upto - since
         if expected <= 0 or expected > SPAN_CAPACITY:
             return None
         room_id = None
         senders: set[str] = set()
+        txn_senders: set[str] = set()
         seen: set[int] = set()
         for item in reversed(self._latest):
             if item.position <= since:
@@ -103,11 +106,12 @@ class RecentEvents:
                 return None
             room_id = item.room_id
             seen.add(item.position)
+            senders.add(item.sender)
             if item.txn_user is not None:
-                senders.add(item.txn_user)
+                txn_senders.add(item.txn_user)
         if room_id is None or len(seen) != expected:
             return None
-        return room_id, frozenset(senders)
+        return room_id, frozenset(txn_senders), frozenset(senders)
 
     def replace(self, event_id: str, room_id: str, client: dict) -> None:
         """Swap an event's client dict (after a redaction)."""

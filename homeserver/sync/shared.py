@@ -21,16 +21,18 @@ which holds when, between ``since`` and ``upto``:
   client (their own device would get ``unsigned.transaction_id``);
 - the device has no delivered to-device messages that this ``since``
   acknowledges (the ordinary build deletes those);
-- the filter is the same and does not lazy-load members (lazy loading sends
-  different members to different devices), and the request is not
-  ``full_state``.
+- the filter is the same, and the request is not ``full_state``;
+- with lazy-loaded members (what Element and matrix-js-sdk ask for): the
+  timeline is not limited, redundant members are not asked for, and this
+  device already got the member event of every sender in the range (so the
+  ordinary build would send no state, and remember nothing new).
 
 Anything else falls back to the ordinary build, which stays the reference:
 tests/sync/test_shared_bodies.py checks byte-for-byte equality with it.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Collection
 
 from homeserver.sync.filters import SyncFilter
 from homeserver.sync.membership import MembershipIndex
@@ -50,24 +52,30 @@ _SPLIT = "\x00unread-counts\x00"
 
 
 class _Entry:
-    __slots__ = ("room_id", "senders", "prefix", "suffix")
+    __slots__ = ("room_id", "txn_senders", "senders", "prefix", "suffix")
 
-    def __init__(self, room_id: str, senders: frozenset[str]) -> None:
+    def __init__(self, room_id: str, txn_senders: frozenset[str], senders: frozenset[str]) -> None:
         self.room_id = room_id
         #: Users who sent some of the events from a client (transaction IDs).
+        self.txn_senders = txn_senders
+        #: Every sender of the events (lazy loading needs their member events).
         self.senders = senders
         self.prefix: bytes | None = None
         self.suffix = b""
 
 
 #: Marks a (since, upto, filter) whose bodies cannot be shared.
-_UNSHARED = _Entry("", frozenset())
+_UNSHARED = _Entry("", frozenset(), frozenset())
+
+#: ``(user_id, device_id, room_id)`` -> members already lazy-loaded to that device, if known.
+LazyMembersSent = Callable[[str, "str | None", str], "Collection[str] | None"]
 
 
 class SharedBodies:
     def __init__(self, recent: RecentEvents, membership: MembershipIndex, unread: UnreadCounter,
-                 to_device: ToDeviceService) -> None:
+                 to_device: ToDeviceService, lazy_members_sent: LazyMembersSent) -> None:
         self._recent = recent
+        self._lazy_members_sent = lazy_members_sent
         self._to_device = to_device
         self._membership = membership
         self._unread = unread
@@ -99,13 +107,13 @@ class SharedBodies:
         span = self._recent.span(since.events, upto.events)
         if span is None:
             return _UNSHARED
-        room_id, senders = span
-        return _Entry(room_id, senders)
+        return _Entry(*span)
 
     @staticmethod
     def _candidate(since: StreamToken | None, upto: StreamToken, f: SyncFilter, full_state: bool) -> bool:
         """The cheap conditions, checked before any memo entry is made."""
-        return since is not None and not full_state and since.events < upto.events and not f.lazy_load_members
+        return (since is not None and not full_state and since.events < upto.events
+                and not f.state.include_redundant_members)
 
     def lookup(self, user_id: str, device_id: str | None, since: StreamToken | None, upto: StreamToken,
                f: SyncFilter, full_state: bool = False) -> bytes | None:
@@ -114,12 +122,16 @@ class SharedBodies:
             return None
         assert since is not None
         entry = self._entry(since, upto, f)
-        if entry.prefix is None or user_id in entry.senders:
+        if entry.prefix is None or user_id in entry.txn_senders:
             return None
         if not self._membership.is_joined(entry.room_id, user_id):
             return None
         if self._to_device.acknowledges(user_id, device_id, since.to_device):
             return None
+        if f.lazy_load_members:
+            known = self._lazy_members_sent(user_id, device_id, entry.room_id)
+            if known is None or not all(sender in known for sender in entry.senders):
+                return None
         notes, highlights = self._unread.counts(user_id, entry.room_id)
         counts = b'{"notification_count":%d,"highlight_count":%d}' % (notes, highlights)
         return entry.prefix + counts + entry.suffix
@@ -131,7 +143,7 @@ class SharedBodies:
             return
         assert since is not None
         entry = self._entry(since, upto, f)
-        if entry is _UNSHARED or entry.prefix is not None or user_id in entry.senders:
+        if entry is _UNSHARED or entry.prefix is not None or user_id in entry.txn_senders:
             return
         if body.keys() != {"rooms", "next_batch"} or body["next_batch"] != str(upto):
             return
@@ -143,6 +155,8 @@ class SharedBodies:
             return
         if "unread_notifications" not in room:
             return
+        if f.lazy_load_members and (room["timeline"].get("limited") or room["state"]["events"]):
+            return  # a gap, or members sent to this device only
         template = dict(room, unread_notifications=_SPLIT)
         shaped = {"rooms": {"join": {entry.room_id: template}}, "next_batch": body["next_batch"]}
         encoded = jsonutil.dumps_bytes(shaped)

@@ -100,9 +100,6 @@ async def test_not_shared_across_state_typing_rooms_or_lazy_loading(hs):
     await hs.event_sender.send(users[0], other, "m.room.message", {"msgtype": "m.text", "body": "c"})
     await never(since)  # two rooms
 
-    since = hs.notifier.current_token()
-    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "d"})
-    await never(since, parse_filter({"room": {"state": {"lazy_load_members": True}}}))
 
     since = hs.notifier.current_token()
     await hs.event_sender.send(users[0], room, "m.room.message",
@@ -180,3 +177,42 @@ async def test_a_device_with_to_device_to_acknowledge_builds_its_own(hs):
     replay, _ = await hs.sync_builder.build(SyncRequest(bob, "DEV", start, DEFAULT_FILTER),
                                             hs.notifier.current_token())
     assert "to_device" not in replay
+
+
+@pytest_twisted.ensureDeferred
+async def test_lazy_loading_shares_once_every_device_has_the_senders_member_event(hs):
+    room, users = await _group(hs, 5)
+    ll = parse_filter({"room": {"state": {"lazy_load_members": True}}})
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "first"})
+    first = await _check_all(hs, users, since, ll)
+    # Nobody's device had m0's member event yet: each build sends it (and remembers it).
+    assert all(a is None for a in first.values())
+    body, _ = await hs.sync_builder.build(SyncRequest(users[3], "DEV", since, ll), hs.notifier.current_token())
+    assert [e["state_key"] for e in body["rooms"]["join"][room]["state"]["events"]] == []  # already sent
+
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "second"})
+    second = await _check_all(hs, users, since, ll)
+    assert second[users[0]] is None and all(second[u] is not None for u in users[2:])
+
+    # A sender whose member event some devices have not had: the ordinary build, for everyone.
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[4], room, "m.room.message", {"msgtype": "m.text", "body": "third"})
+    third = await _check_all(hs, users, since, ll)
+    assert all(a is None for a in third.values())
+    # m3 speaks; only m0's device syncs it (and gets m3's member event). m3 speaks again:
+    # m0's body has no state and seeds, but devices that never got m3's member must not share it.
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[3], room, "m.room.message", {"msgtype": "m.text", "body": "fifth"})
+    await hs.sync_builder.build(SyncRequest(users[0], "DEV", since, ll), hs.notifier.current_token())
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[3], room, "m.room.message", {"msgtype": "m.text", "body": "sixth"})
+    sixth = await _check_all(hs, users, since, ll)
+    assert hs.sync_builder.shared.lookup(users[0], "DEV", since, hs.notifier.current_token(), ll) is not None
+    assert sixth[users[1]] is None and sixth[users[2]] is None
+    # and redundant members asked for: never shared
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "fourth"})
+    redundant = parse_filter({"room": {"state": {"lazy_load_members": True, "include_redundant_members": True}}})
+    assert all(a is None for a in (await _check_all(hs, users, since, redundant)).values())

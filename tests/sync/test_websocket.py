@@ -270,3 +270,28 @@ async def test_logout_closes_the_socket_with_4001(hs):
     assert not hs.websocket.connections
     status, _ = await alice.get(f"{V3}/account/whoami")
     assert status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_expired_token_closes_the_socket_at_the_next_frame(hs):
+    from room_helpers import create, send
+    alice, bob = await _user(hs, "alice"), await _user(hs, "bob")
+    room = await create(alice, preset="public_chat")
+    assert (await bob.post(f"{V3}/rooms/{room}/join", {}))[0] == 200
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(_ws_url(hs, access_token=bob.token)) as ws:
+                await _receive(ws, "sync")
+                # As if bob's token had been issued with an expiry that has now passed.
+                for sock in hs.websocket.connections:
+                    sock.session.expires_ms = hs.clock.time_msec() - 1
+                await defer.Deferred.asFuture(defer.ensureDeferred(send(alice, room, "after expiry")),
+                                              asyncio.get_event_loop())
+                while True:
+                    msg = await asyncio.wait_for(ws.receive(), 10)
+                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                        return ws.close_code
+                    assert "after expiry" not in msg.data
+
+    assert await aio(scenario()) == 4001
