@@ -15,12 +15,15 @@ while one sender posts ``rate`` messages per second for ``seconds``. Each
 message carries its send time (CLOCK_MONOTONIC, shared by both processes);
 each receiver records when it arrived. Prints deliveries received/expected
 and the latency percentiles. ``idle`` opens that many idle WebSockets and
-reports the server's RSS. The client runs in one asyncio process (aiohttp).
+reports the server's RSS. The receivers run in ``BENCH_CLIENT_PROCS`` (1)
+asyncio processes (aiohttp), the sender in the parent; with one process the
+client's own decoding of 500 frames per message is most of the spread.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing as mp
 import os
 import socket
 import statistics
@@ -33,6 +36,15 @@ import aiohttp
 import yaml
 
 V3 = "/_matrix/client/v3"
+
+
+async def body_counts(base: str) -> dict[str, float]:
+    """The server's shared/built incremental body counters (docs/sync.md, "Shared bodies")."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/metrics") as r:
+            text = await r.text()
+    return {how: float(line.rsplit(" ", 1)[1]) for how in ("shared", "built") for line in text.splitlines()
+            if line.startswith(f'homeserver_sync_bodies_total{{how="{how}"}}')}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -79,7 +91,7 @@ async def setup(base: str, members: int) -> tuple[str, list[str]]:
         return room, tokens
 
 
-def arrivals(body: dict, room: str, now: float, lat: list[float], seen: set) -> None:
+def arrivals(body: dict, room: str, now: float, lat: list[tuple[float, str]], seen: set) -> None:
     for e in body.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {}).get("events", []):
         sent = e.get("content", {}).get("bench_sent")
         if sent is not None:
@@ -145,46 +157,78 @@ async def ws_member(session, base, token, room, lat, stop: asyncio.Event, ready)
     return len(seen)
 
 
-async def delivery(base: str, pid: int, mode: str, members: int, rate: float, seconds: float) -> None:
+def receivers(base: str, mode: str, room: str, tokens: list[str], results: "mp.Queue", stop: "mp.Event") -> None:
+    """A client process: one long-poll loop or WebSocket per token; reports its arrivals."""
+    async def main() -> None:
+        lat: list[tuple[float, str]] = []
+        stop_here = asyncio.Event()
+        ready_count = 0
+
+        def ready() -> None:
+            nonlocal ready_count
+            ready_count += 1
+            if ready_count == len(tokens):
+                results.put(("ready", None))
+
+        conn = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as session:
+            fn = longpoll_member if mode == "longpoll" else ws_member
+            tasks = [asyncio.ensure_future(fn(session, base, t, room, lat, stop_here, ready)) for t in tokens]
+            cpu = sum(os.times()[:2])
+            await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+            cpu = sum(os.times()[:2]) - cpu
+            stop_here.set()
+            for t in tasks:
+                t.cancel()
+            counts = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, int)]
+        results.put(("done", (lat, sum(counts), cpu)))
+
+    asyncio.run(main())
+
+
+async def delivery(base: str, pid: int, mode: str, members: int, rate: float, seconds: float,
+                   procs: int) -> None:
     t0 = time.monotonic()
     room, tokens = await setup(base, members)
     print(f"setup: {members} users joined in {time.monotonic() - t0:.1f}s")
-    lat: list[float] = []
-    stop = asyncio.Event()
-    ready_count = 0
-    all_ready = asyncio.Event()
-
-    def ready() -> None:
-        nonlocal ready_count
-        ready_count += 1
-        if ready_count == members:
-            all_ready.set()
-
-    conn = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as session:
-        fn = longpoll_member if mode == "longpoll" else ws_member
-        tasks = [asyncio.ensure_future(fn(session, base, t, room, lat, stop, ready)) for t in tokens]
-        await asyncio.wait_for(all_ready.wait(), 300)
+    ctx = mp.get_context("fork")
+    results, stop = ctx.Queue(), ctx.Event()
+    workers = [ctx.Process(target=receivers, args=(base, mode, room, tokens[i::procs], results, stop))
+               for i in range(procs)]
+    for w in workers:
+        w.start()
+    loop = asyncio.get_running_loop()
+    for _ in workers:
+        kind, _payload = await loop.run_in_executor(None, results.get, True, 300)
+        assert kind == "ready"
+    await asyncio.sleep(1)
+    spy = None
+    if os.environ.get("BENCH_PYSPY"):  # e.g. BENCH_PYSPY=/tmp/profile.txt: sample the sending phase
+        spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record",
+                                "-f", "raw", "-o", os.environ["BENCH_PYSPY"], "--pid", str(pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await asyncio.sleep(1)
-        spy = None
-        if os.environ.get("BENCH_PYSPY"):  # e.g. BENCH_PYSPY=/tmp/profile.txt: sample the sending phase
-            spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record",
-                                    "-f", "raw", "-o", os.environ["BENCH_PYSPY"], "--pid", str(pid)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            await asyncio.sleep(1)
-        server_cpu, client_cpu, wall = cpu_seconds(pid), sum(os.times()[:2]), time.monotonic()
-        sent = await sender(base, tokens[0], room, rate, seconds)
-        await asyncio.sleep(2)  # let the last deliveries land
-        if spy is not None:
-            spy.send_signal(2)  # py-spy writes its profile on SIGINT
-            spy.wait()
-        wall = time.monotonic() - wall
-        server_cpu = cpu_seconds(pid) - server_cpu
-        client_cpu = sum(os.times()[:2]) - client_cpu
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        counts = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, int)]
+    bodies = await body_counts(base)
+    server_cpu, client_cpu, wall = cpu_seconds(pid), sum(os.times()[:2]), time.monotonic()
+    sent = await sender(base, tokens[0], room, rate, seconds)
+    await asyncio.sleep(2)  # let the last deliveries land
+    bodies = {k: v - bodies.get(k, 0) for k, v in (await body_counts(base)).items()}
+    if spy is not None:
+        spy.send_signal(2)  # py-spy writes its profile on SIGINT
+        spy.wait()
+    wall = time.monotonic() - wall
+    server_cpu = cpu_seconds(pid) - server_cpu
+    client_cpu = sum(os.times()[:2]) - client_cpu
+    stop.set()
+    lat: list[tuple[float, str]] = []
+    distinct = 0
+    for _ in workers:
+        kind, (got_lat, got_distinct, cpu) = await loop.run_in_executor(None, results.get, True, 120)
+        lat += got_lat
+        distinct += got_distinct
+        client_cpu += cpu
+    for w in workers:
+        w.join(30)
     expected = sent * members
     got = len(lat)
     first: dict[str, float] = {}
@@ -202,14 +246,15 @@ async def delivery(base: str, pid: int, mode: str, members: int, rate: float, se
     spreads = sorted((last[k] - first[k]) * 1000 for k in first)
 
     print(f"{mode}: {members} members, {rate:g} msg/s for {seconds:g}s: {got}/{expected} deliveries "
-          f"({sum(counts)} distinct), latency ms p50 {pct(0.5):.1f} p90 {pct(0.9):.1f} "
+          f"({distinct} distinct), latency ms p50 {pct(0.5):.1f} p90 {pct(0.9):.1f} "
           f"p99 {pct(0.99):.1f} max {ms[-1] if ms else float('nan'):.1f} mean {statistics.mean(ms):.1f}")
     # The first receiver of a message bounds the send path (PUT, persist, wake);
     # first to last is the fan-out's spread over the receivers.
     print(f"per message: first delivery p50 {pct(0.5, firsts):.1f} p99 {pct(0.99, firsts):.1f} ms; "
           f"first-to-last spread p50 {pct(0.5, spreads):.1f} p99 {pct(0.99, spreads):.1f} ms")
     print(f"CPU while sending: server {100 * server_cpu / wall:.0f}% of a core, "
-          f"client {100 * client_cpu / wall:.0f}% of a core")
+          f"client {100 * client_cpu / wall:.0f}% of a core ({procs} receiving process(es)); "
+          f"bodies shared {bodies.get('shared', 0):.0f}, built {bodies.get('built', 0):.0f}")
 
 
 async def idle(base: str, pid: int, connections: int) -> None:
@@ -246,6 +291,7 @@ def main() -> None:
         config = {"server_name": "bench.test", "data_dir": os.path.join(tmp, "data"),
                   "listeners": [{"bind": "127.0.0.1", "port": port}], "enable_registration": True,
                   "bcrypt_rounds": 4, "access_log": False, "rate_limiting": {"enabled": False},
+                  "metrics": {"enabled": True},
                   "database": {"url": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{tmp}/hs.db")}}
         with open(os.path.join(tmp, "hs.yaml"), "w") as f:
             yaml.safe_dump(config, f)
@@ -266,7 +312,8 @@ def main() -> None:
                 members = int(sys.argv[2]) if len(sys.argv) > 2 else 500
                 rate = float(sys.argv[3]) if len(sys.argv) > 3 else 20
                 seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 15
-                asyncio.run(delivery(base, proc.pid, mode, members, rate, seconds))
+                procs = int(os.environ.get("BENCH_CLIENT_PROCS", "1"))
+                asyncio.run(delivery(base, proc.pid, mode, members, rate, seconds, procs))
             print(f"server peak RSS {rss(proc.pid, 'VmHWM:') >> 20} MiB")
         finally:
             proc.terminate()

@@ -328,6 +328,9 @@ class HomeServer:
         self._wire_appservices()
         if self.metrics is not None:
             self.metrics.register(self.router)
+            shared = self.sync_builder.shared
+            self.metrics.count_from("homeserver_sync_bodies", "Incremental sync bodies: shared or built",
+                                    "how", lambda: {"shared": shared.shared_count, "built": shared.built_count})
         self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
         self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
         self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,

@@ -5,7 +5,10 @@ Each homeserver has its own registry, so several can run in one process
 """
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from homeserver.api.http import ApiRequest, Response, Router
@@ -20,6 +23,11 @@ class Metrics:
                                  ["method", "endpoint"], registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
+    def count_from(self, name: str, documentation: str, label: str,
+                   read: Callable[[], dict[str, float]]) -> None:
+        """Expose counters kept elsewhere as plain integers (read at scrape time)."""
+        self.registry.register(_ReadCounters(name, documentation, label, read))
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
@@ -29,3 +37,16 @@ class Metrics:
             """GET /metrics — Prometheus text exposition."""
             return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         router.add("GET", "/metrics", metrics, auth="none")
+
+
+class _ReadCounters:
+    """A Prometheus collector over a function returning ``{label value: count}``."""
+
+    def __init__(self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]]) -> None:
+        self._name, self._doc, self._label, self._read = name, documentation, label, read
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._doc, labels=[self._label])
+        for value, count in self._read().items():
+            family.add_metric([value], count)
+        yield family

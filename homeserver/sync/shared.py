@@ -80,6 +80,9 @@ class SharedBodies:
         self._membership = membership
         self._unread = unread
         self._entries: dict[tuple[str, str, int], _Entry] = {}
+        #: Bodies answered from a shared one, and non-empty bodies built the ordinary way.
+        self.shared_count = 0
+        self.built_count = 0
         self._filters: dict[SyncFilter, int] = {}
 
     def _filter_key(self, f: SyncFilter) -> int:
@@ -134,11 +137,13 @@ class SharedBodies:
                 return None
         notes, highlights = self._unread.counts(user_id, entry.room_id)
         counts = b'{"notification_count":%d,"highlight_count":%d}' % (notes, highlights)
+        self.shared_count += 1
         return entry.prefix + counts + entry.suffix
 
     def remember(self, user_id: str, since: StreamToken | None, upto: StreamToken, f: SyncFilter,
                  body: dict[str, Any], full_state: bool = False) -> None:
         """Keep ``body`` (built for ``user_id``) for the other members, if it is shareable."""
+        self.built_count += 1
         if not self._candidate(since, upto, f, full_state):
             return
         assert since is not None

@@ -29,6 +29,10 @@ async def test_metrics_count_requests_per_endpoint(tmp_path):
         assert 'endpoint="/_matrix/client/v3/profile/{user_id}",method="GET"} 1.0' in text
         assert ('homeserver_http_request_duration_seconds_count{endpoint="/_matrix/client/v3/account/whoami",'
                 'method="GET"} 3.0') in text
+        hs.sync_builder.shared.shared_count, hs.sync_builder.shared.built_count = 7, 2
+        text = (await (await treq.get(c.base + "/metrics")).content()).decode()
+        assert 'homeserver_sync_bodies_total{how="shared"} 7.0' in text
+        assert 'homeserver_sync_bodies_total{how="built"} 2.0' in text
     finally:
         await hs.stop()
 
