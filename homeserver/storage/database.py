@@ -31,6 +31,9 @@ SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "schema")
 #: How often a transaction is retried after a serialization failure or deadlock.
 MAX_RETRIES = 5
 
+#: Statements sent per round trip by :meth:`Txn.executemany` on PostgreSQL.
+BATCH_PAGE = 100
+
 
 class Txn:
     """A cursor inside one transaction, with the placeholder style hidden."""
@@ -49,9 +52,14 @@ class Txn:
         return self
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> "Txn":
+        """Run ``sql`` once per row. ``rowcount`` is undefined afterwards.
+
+        On PostgreSQL the statements go in pages of :data:`BATCH_PAGE` per
+        round trip (psycopg2's own ``executemany`` pays one round trip per row).
+        """
         rows = list(rows)
         if rows:
-            self._cursor.executemany(self._engine.convert(sql), rows)
+            self._engine.executemany(self._cursor, self._engine.convert(sql), rows)
         return self
 
     def fetchone(self) -> tuple | None:
@@ -83,6 +91,23 @@ class Txn:
         return f"{column} IN ({','.join('?' * len(values))})", list(values)
 
 
+def insert_many(txn: Txn, table_and_columns: str, rows: Sequence[Sequence[Any]], suffix: str = "",
+                chunk: int = 200) -> None:
+    """Insert rows with multi-row VALUES statements: one statement per chunk, not per row.
+
+    (Cheaper for the server than :meth:`Txn.executemany`'s statement per row; but an
+    ``ON CONFLICT DO UPDATE`` may not meet the same key twice in one statement.)
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    one = "(" + ",".join("?" * width) + ")"
+    for i in range(0, len(rows), chunk):
+        part = rows[i:i + chunk]
+        txn.execute(f"INSERT INTO {table_and_columns} VALUES {','.join([one] * len(part))} {suffix}",
+                    [v for row in part for v in row])
+
+
 class Engine:
     name = "engine"
 
@@ -94,6 +119,9 @@ class Engine:
 
     def is_retryable(self, exc: BaseException) -> bool:
         return False
+
+    def executemany(self, cursor: Any, sql: str, rows: list[Sequence[Any]]) -> None:
+        cursor.executemany(sql, rows)
 
 
 class SqliteEngine(Engine):
@@ -125,7 +153,9 @@ class PostgresEngine(Engine):
         import psycopg2  # the [postgres] extra; imported only when configured
         import psycopg2.errors
         import psycopg2.extensions
+        import psycopg2.extras
         self._psycopg2 = psycopg2
+        self._execute_batch = psycopg2.extras.execute_batch
         self._retryable = (psycopg2.errors.SerializationFailure, psycopg2.errors.DeadlockDetected)
         self._cache: dict[str, str] = {}
 
@@ -143,6 +173,10 @@ class PostgresEngine(Engine):
 
     def is_retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, self._retryable)
+
+    def executemany(self, cursor: Any, sql: str, rows: list[Sequence[Any]]) -> None:
+        # The same statements, joined with ';' into one round trip per page.
+        self._execute_batch(cursor, sql, rows, page_size=BATCH_PAGE)
 
 
 class Database:

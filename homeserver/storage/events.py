@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 from homeserver.core.events import Event
 from homeserver.core.room_versions import get_room_version
-from homeserver.storage.database import Database, Txn
+from homeserver.storage.database import Database, Txn, insert_many
 from homeserver.util import json as jsonutil
 
 #: How many events the in-memory cache keeps.
@@ -246,32 +246,27 @@ class EventStore:
         bounds the other end the same way. Outliers and rejected events are
         not part of the timeline.
         """
-        t, s = from_key
-        if direction == "b":
-            cond = "(e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))"
-            order = "DESC"
-        else:
-            cond = "(e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))"
-            order = "ASC"
-        args: list[Any] = [room_id, t, t, s]
-        if to_key is not None:
-            tt, ts = to_key
-            if direction == "b":
-                cond += " AND (e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))"
-            else:
-                cond += " AND (e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))"
-            args += [tt, tt, ts]
-        args.append(limit)
-
-        def txn_fn(txn: Txn) -> list[str]:
-            return [r[0] for r in txn.query(
-                f"SELECT e.event_id FROM events e WHERE e.room_id = ? AND {cond}"
-                f" AND e.outlier = ? AND e.rejected_reason IS NULL"
-                f" ORDER BY e.topological_ordering {order}, e.stream_ordering {order} LIMIT ?",
-                args[:-1] + [False, limit])]
-
-        ids = await self.db.run(txn_fn)
+        ids = await self.db.run(self.paginate_txn, room_id, from_key, direction, limit, to_key)
         return await self.get_events_as_list(ids)
+
+    def paginate_txn(self, txn: Txn, room_id: str, from_key: tuple[int, int], direction: str, limit: int,
+                     to_key: tuple[int, int] | None = None) -> list[str]:
+        """The event IDs :meth:`paginate` returns, inside a caller's transaction."""
+        # Row-value comparisons, so both engines bound the scan of the (room_id,
+        # topological_ordering, stream_ordering) index with them; the equivalent
+        # "t < ? OR (t = ? AND s <= ?)" is only a filter, and each page deeper into the
+        # history would re-read every newer event of the room first.
+        cond = "(e.topological_ordering, e.stream_ordering) " + ("<= (?, ?)" if direction == "b" else "> (?, ?)")
+        order = "DESC" if direction == "b" else "ASC"
+        args: list[Any] = [room_id, *from_key]
+        if to_key is not None:
+            cond += " AND (e.topological_ordering, e.stream_ordering) " + ("> (?, ?)" if direction == "b" else "<= (?, ?)")
+            args += list(to_key)
+        return [r[0] for r in txn.query(
+            f"SELECT e.event_id FROM events e WHERE e.room_id = ? AND {cond}"
+            f" AND e.outlier = ? AND e.rejected_reason IS NULL"
+            f" ORDER BY e.topological_ordering {order}, e.stream_ordering {order} LIMIT ?",
+            [*args, False, limit])]
 
     async def topological_key_for_stream(self, room_id: str, stream: int) -> tuple[int, int]:
         """Turn a /sync stream position into a ``(topological, stream)`` key for paging."""
@@ -294,14 +289,28 @@ class EventStore:
 
         Returns at most ``limit`` events: the newest ones (what /sync wants).
         """
-        def txn_fn(txn: Txn) -> list[str]:
-            return [r[0] for r in txn.query(
-                "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering > ?"
-                " AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
-                " ORDER BY stream_ordering DESC LIMIT ?", (room_id, from_stream, to_stream, False, limit))]
-        ids = await self.db.run(txn_fn)
-        ids.reverse()
-        return await self.get_events_as_list(ids)
+        found = await self.db.run(self.room_stream_ids_txn, [(room_id, from_stream, to_stream)], limit)
+        return await self.get_events_as_list(found.get(room_id, []))
+
+    def room_stream_ids_txn(self, txn: Txn, windows: Sequence[tuple[str, int, int]], limit: int
+                            ) -> dict[str, list[str]]:
+        """:meth:`room_stream_events` for many ``(room_id, from_stream, to_stream)`` windows at once.
+
+        Returns ``room_id -> event IDs`` (oldest first). One statement per 50
+        rooms (a UNION ALL of per-room index scans), so an initial /sync of
+        many rooms costs one round trip, not one per room.
+        """
+        out: dict[str, list[str]] = {}
+        one = ("SELECT * FROM (SELECT room_id, event_id, stream_ordering FROM events WHERE room_id = ?"
+               " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
+               " ORDER BY stream_ordering DESC LIMIT ?) AS w{}")
+        for i in range(0, len(windows), 50):
+            part = windows[i:i + 50]
+            rows = txn.query(" UNION ALL ".join(one.format(j) for j in range(len(part))),
+                             [x for room_id, since, upto in part for x in (room_id, since, upto, False, limit)])
+            for room_id, event_id, stream in sorted(rows, key=lambda r: r[2]):
+                out.setdefault(room_id, []).append(event_id)
+        return out
 
     def load_recent_txn_ids(self, now_ms: int) -> None:
         """Remember the transaction IDs of the last window (at start-up, blocking)."""
@@ -362,12 +371,9 @@ class EventStore:
             args.append(event_type)
         order = "DESC" if direction == "b" else "ASC"
         if from_key is not None:
-            t, s = from_key
-            if direction == "b":
-                conds.append("(topological_ordering < ? OR (topological_ordering = ? AND stream_ordering <= ?))")
-            else:
-                conds.append("(topological_ordering > ? OR (topological_ordering = ? AND stream_ordering > ?))")
-            args += [t, t, s]
+            # A row value, so the index bounds the scan (see paginate_txn).
+            conds.append("(topological_ordering, stream_ordering) " + ("<= (?, ?)" if direction == "b" else "> (?, ?)"))
+            args += list(from_key)
         args.append(limit)
         sql = (f"SELECT event_id FROM event_relations WHERE {' AND '.join(conds)}"
                f" ORDER BY topological_ordering {order}, stream_ordering {order} LIMIT ?")
@@ -428,22 +434,6 @@ class EventStore:
                f" ORDER BY latest DESC LIMIT ?")
         rows = await self.db.run(lambda txn: txn.query(sql, [*args, *hargs, limit]))
         return [(r[0], int(r[1])) for r in rows]
-
-
-def insert_many(txn: Txn, table_and_columns: str, rows: Sequence[Sequence[Any]], suffix: str = "",
-                chunk: int = 200) -> None:
-    """Insert rows with multi-row VALUES statements: one round trip per chunk, not per row.
-
-    (psycopg2's executemany sends one statement per row.)
-    """
-    if not rows:
-        return
-    width = len(rows[0])
-    one = "(" + ",".join("?" * width) + ")"
-    for i in range(0, len(rows), chunk):
-        part = rows[i:i + chunk]
-        txn.execute(f"INSERT INTO {table_and_columns} VALUES {','.join([one] * len(part))} {suffix}",
-                    [v for row in part for v in row])
 
 
 def _stored_form(ev: Event) -> dict[str, Any]:
