@@ -386,15 +386,23 @@ class EventStore:
         """All unredacted related events of the given types per parent, oldest first."""
         if not parent_ids:
             return {}
+        rows = await self.db.run(self.relation_children_txn, room_id, parent_ids, rel_types)
+        return await self.relation_children_from_rows(rows)
 
-        def txn_fn(txn: Txn) -> list[tuple[str, str]]:
-            c1, a1 = txn.in_list("relates_to_id", list(parent_ids))
-            c2, a2 = txn.in_list("rel_type", list(rel_types))
-            return txn.query(
-                f"SELECT relates_to_id, event_id FROM event_relations WHERE room_id = ? AND {c1} AND {c2}"
-                " ORDER BY topological_ordering, stream_ordering", [room_id, *a1, *a2])
-        rows = await self.db.run(txn_fn)
-        events = await self.get_events([r[1] for r in rows], allow_outlier=False)
+    def relation_children_txn(self, txn: Txn, room_id: str, parent_ids: Sequence[str],
+                              rel_types: Sequence[str]) -> list[tuple[str, str]]:
+        """``(parent, child)`` event IDs of the relations of the given types, oldest child first."""
+        if not parent_ids:
+            return []
+        c1, a1 = txn.in_list("relates_to_id", list(parent_ids))
+        c2, a2 = txn.in_list("rel_type", list(rel_types))
+        return [(r[0], r[1]) for r in txn.query(
+            f"SELECT relates_to_id, event_id FROM event_relations WHERE room_id = ? AND {c1} AND {c2}"
+            " ORDER BY topological_ordering, stream_ordering", [room_id, *a1, *a2])]
+
+    async def relation_children_from_rows(self, rows: Sequence[tuple[str, str]]) -> dict[str, list[StoredEvent]]:
+        """:meth:`get_relation_children` from rows :meth:`relation_children_txn` read."""
+        events = await self.get_events([r[1] for r in rows], allow_outlier=False) if rows else {}
         out: dict[str, list[StoredEvent]] = {}
         for parent, eid in rows:
             ev = events.get(eid)
