@@ -41,6 +41,7 @@ class Txn:
     def __init__(self, cursor: Any, engine: "Engine") -> None:
         self._cursor = cursor
         self._engine = engine
+        self._queued: list[tuple[str, Sequence[Any]]] = []
         self.after_commit: list[Callable[[], None]] = []
 
     @property
@@ -48,8 +49,25 @@ class Txn:
         return self._engine.name
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> "Txn":
+        self.flush()
         self._cursor.execute(self._engine.convert(sql), args)
         return self
+
+    def queue(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """Run a write whose result nobody reads, later but in order.
+
+        Queued writes go to the server together, before the next statement of
+        this transaction or the commit: one round trip for all of them on
+        PostgreSQL (the send path's commit writes to ten tables). A failing
+        write raises there, and the whole transaction rolls back as usual.
+        """
+        self._queued.append((self._engine.convert(sql), args))
+
+    def flush(self) -> None:
+        """Send the queued writes now."""
+        if self._queued:
+            queued, self._queued = self._queued, []
+            self._engine.execute_all(self._cursor, queued)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> "Txn":
         """Run ``sql`` once per row. ``rowcount`` is undefined afterwards.
@@ -58,6 +76,7 @@ class Txn:
         round trip (psycopg2's own ``executemany`` pays one round trip per row).
         """
         rows = list(rows)
+        self.flush()
         if rows:
             self._engine.executemany(self._cursor, self._engine.convert(sql), rows)
         return self
@@ -82,6 +101,7 @@ class Txn:
 
     @property
     def rowcount(self) -> int:
+        """Rows the last :meth:`execute` touched."""
         return self._cursor.rowcount
 
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
@@ -93,7 +113,8 @@ class Txn:
 
 def insert_many(txn: Txn, table_and_columns: str, rows: Sequence[Sequence[Any]], suffix: str = "",
                 chunk: int = 200) -> None:
-    """Insert rows with multi-row VALUES statements: one statement per chunk, not per row.
+    """Insert rows with multi-row VALUES statements (queued, see :meth:`Txn.queue`): one
+    statement per chunk, not per row.
 
     (Cheaper for the server than :meth:`Txn.executemany`'s statement per row; but an
     ``ON CONFLICT DO UPDATE`` may not meet the same key twice in one statement.)
@@ -104,8 +125,8 @@ def insert_many(txn: Txn, table_and_columns: str, rows: Sequence[Sequence[Any]],
     one = "(" + ",".join("?" * width) + ")"
     for i in range(0, len(rows), chunk):
         part = rows[i:i + chunk]
-        txn.execute(f"INSERT INTO {table_and_columns} VALUES {','.join([one] * len(part))} {suffix}",
-                    [v for row in part for v in row])
+        txn.queue(f"INSERT INTO {table_and_columns} VALUES {','.join([one] * len(part))} {suffix}",
+                  [v for row in part for v in row])
 
 
 class Engine:
@@ -122,6 +143,10 @@ class Engine:
 
     def executemany(self, cursor: Any, sql: str, rows: list[Sequence[Any]]) -> None:
         cursor.executemany(sql, rows)
+
+    def execute_all(self, cursor: Any, statements: list[tuple[str, Sequence[Any]]]) -> None:
+        for sql, args in statements:
+            cursor.execute(sql, args)
 
 
 class SqliteEngine(Engine):
@@ -177,6 +202,12 @@ class PostgresEngine(Engine):
     def executemany(self, cursor: Any, sql: str, rows: list[Sequence[Any]]) -> None:
         # The same statements, joined with ';' into one round trip per page.
         self._execute_batch(cursor, sql, rows, page_size=BATCH_PAGE)
+
+    def execute_all(self, cursor: Any, statements: list[tuple[str, Sequence[Any]]]) -> None:
+        if len(statements) == 1:
+            cursor.execute(*statements[0])
+        else:  # one round trip: psycopg2 binds the arguments on this side, the server runs them in order
+            cursor.execute(b";".join(cursor.mogrify(sql, args) for sql, args in statements))
 
 
 class Database:
@@ -251,6 +282,7 @@ class Database:
                 if self.engine.name == "sqlite":
                     cursor.execute("BEGIN IMMEDIATE")
                 result = fn(txn, *args, **kwargs)
+                txn.flush()
                 conn.commit()
                 return result, txn.after_commit
             except BaseException as e:

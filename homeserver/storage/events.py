@@ -143,8 +143,8 @@ class EventStore:
         # is promoted in place.
         promoted = [row[1] for row in event_rows if not row[8]]
         cond, args = txn.in_list("event_id", promoted)
-        txn.execute(f"DELETE FROM events WHERE room_id = ? AND outlier = ? AND {cond}",
-                    [rows[0].event.room_id, True, *args])
+        txn.queue(f"DELETE FROM events WHERE room_id = ? AND outlier = ? AND {cond}",
+                  [rows[0].event.room_id, True, *args])
         insert_many(txn, "events (room_id, event_id, stream_ordering, topological_ordering, type,"
                     " state_key, sender, origin_server_ts, outlier, rejected_reason, json)", event_rows,
                     "ON CONFLICT (room_id, event_id) DO NOTHING")
@@ -159,9 +159,9 @@ class EventStore:
 
     def update_extremities_txn(self, txn: Txn, room_id: str, extremities: Iterable[str]) -> None:
         """Replace the room's forward extremities."""
-        txn.execute("DELETE FROM event_forward_extremities WHERE room_id = ?", (room_id,))
-        txn.executemany("INSERT INTO event_forward_extremities (room_id, event_id) VALUES (?, ?)",
-                        [(room_id, e) for e in sorted(set(extremities))])
+        txn.queue("DELETE FROM event_forward_extremities WHERE room_id = ?", (room_id,))
+        insert_many(txn, "event_forward_extremities (room_id, event_id)",
+                    [(room_id, e) for e in sorted(set(extremities))])
 
     # --- cache -------------------------------------------------------------
 

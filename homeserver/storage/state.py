@@ -101,8 +101,8 @@ class StateStore:
             prev, depth = base_group, base_depth + 1
         else:
             delta, prev, depth = dict(state), None, 0
-        txn.execute("INSERT INTO state_groups (room_id, state_group, prev_group, delta_depth) VALUES (?,?,?,?)",
-                    (room_id, group, prev, depth))
+        txn.queue("INSERT INTO state_groups (room_id, state_group, prev_group, delta_depth) VALUES (?,?,?,?)",
+                  (room_id, group, prev, depth))
         insert_many(txn, "state_group_entries (room_id, state_group, type, state_key, event_id)",
                     [(room_id, group, k[0], k[1], v) for k, v in delta.items()])
         self._cache_group(group, dict(state), depth)
@@ -117,22 +117,22 @@ class StateStore:
                                  delta: Mapping[StateKey, str | None]) -> None:
         for (etype, skey), event_id in delta.items():
             if event_id is None:
-                txn.execute("DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
-                            (room_id, etype, skey))
+                txn.queue("DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                          (room_id, etype, skey))
             else:
-                txn.execute(
+                txn.queue(
                     "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?,?,?,?)"
                     " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
                     (room_id, etype, skey, event_id))
 
     def update_memberships_txn(self, txn: Txn, rows: Iterable[Membership]) -> None:
-        txn.executemany(
-            "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering,"
-            " forgotten) VALUES (?,?,?,?,?,?,?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
-            " membership = excluded.membership, event_id = excluded.event_id, sender = excluded.sender,"
-            " stream_ordering = excluded.stream_ordering, forgotten = excluded.forgotten",
-            [(m.room_id, m.user_id, m.membership, m.event_id, m.sender, m.stream_ordering, m.forgotten)
-             for m in rows])
+        for m in rows:
+            txn.queue(
+                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering,"
+                " forgotten) VALUES (?,?,?,?,?,?,?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
+                " membership = excluded.membership, event_id = excluded.event_id, sender = excluded.sender,"
+                " stream_ordering = excluded.stream_ordering, forgotten = excluded.forgotten",
+                (m.room_id, m.user_id, m.membership, m.event_id, m.sender, m.stream_ordering, m.forgotten))
 
     # --- reads -------------------------------------------------------------
 
