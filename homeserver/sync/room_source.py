@@ -96,7 +96,7 @@ class StoredRoomSource:
         ids, groups = await self._db.run(txn_fn)
         stored = await self._events.get_events([e for room in ids.values() for e in room])
         out: dict[str, RoomWindow] = {}
-        before_start: dict[str, str | None] = {}
+        before_start: dict[str, int | None] = {}  # room -> state group after the event before the start
         for room_id, _since, _upto in windows:
             window = [stored[e] for e in ids.get(room_id, ()) if e in stored]
             limited = len(window) > limit
