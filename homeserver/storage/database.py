@@ -34,6 +34,11 @@ MAX_RETRIES = 5
 #: Statements sent per round trip by :meth:`Txn.executemany` on PostgreSQL.
 BATCH_PAGE = 100
 
+#: Queued writes are sent once they carry this many arguments: binding them holds the
+#: GIL, and a bulk write (thousands of notification rows) must not stall the reactor
+#: for one huge round trip. A send batch's commit stays well below it.
+QUEUE_FLUSH_ARGS = 1000
+
 
 class Txn:
     """A cursor inside one transaction, with the placeholder style hidden."""
@@ -42,6 +47,7 @@ class Txn:
         self._cursor = cursor
         self._engine = engine
         self._queued: list[tuple[str, Sequence[Any]]] = []
+        self._queued_args = 0
         self.after_commit: list[Callable[[], None]] = []
 
     @property
@@ -62,11 +68,14 @@ class Txn:
         write raises there, and the whole transaction rolls back as usual.
         """
         self._queued.append((self._engine.convert(sql), args))
+        self._queued_args += len(args)
+        if self._queued_args >= QUEUE_FLUSH_ARGS:
+            self.flush()
 
     def flush(self) -> None:
         """Send the queued writes now."""
         if self._queued:
-            queued, self._queued = self._queued, []
+            queued, self._queued, self._queued_args = self._queued, [], 0
             self._engine.execute_all(self._cursor, queued)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> "Txn":
