@@ -51,6 +51,13 @@ async def test_queued_writes_run_in_order_before_reads_and_commit(db):
         await db.run(conflicting)
     assert await db.run(lambda txn: txn.scalar("SELECT COUNT(*) FROM kv")) == 3  # nothing of it was kept
 
+    def bulk(txn):  # more than one flush's worth of arguments: sent in parts, still in order
+        for i in range(700):
+            txn.queue("INSERT INTO kv (k, v) VALUES (?, ?)", (f"m{i:03}", i))
+        txn.queue("UPDATE kv SET v = ? WHERE k = ?", (-1, "m699"))
+    await db.run(bulk)
+    assert await db.run(lambda txn: txn.query("SELECT COUNT(*), MIN(v) FROM kv WHERE k LIKE 'm%'")) == [(700, -1)]
+
 
 @pytest_twisted.ensureDeferred
 async def test_executemany_on_both_engines(db):
