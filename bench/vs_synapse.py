@@ -95,8 +95,29 @@ def start_ours(workdir: str, port: int, db: str, dbs: list[str]) -> subprocess.P
         yaml.safe_dump(config, f)
     log = open(os.path.join(workdir, "ours.log"), "w")
     env = dict(os.environ, HOMESERVER_LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "homeserver", "-c", cfg], cwd=workdir, stdout=log,
-                            stderr=subprocess.STDOUT, env=env)
+    cmd = [sys.executable, "-m", "homeserver", "-c", cfg]
+    if os.environ.get("BENCH_PYSPY"):
+        # BENCH_PYSPY=/tmp/ours.txt samples our server for the whole run (collapsed stacks, one line
+        # per stack and thread); BENCH_PYSPY_IDLE=1 also keeps idle samples (time spent waiting on
+        # the database shows up as socket reads on the database threads).
+        spy = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-f", "raw", "--threads",
+               "-o", os.environ["BENCH_PYSPY"]]
+        if os.environ.get("BENCH_PYSPY_IDLE"):
+            spy.append("--idle")
+        cmd = spy + ["--"] + cmd
+    return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def server_pid(proc: subprocess.Popen) -> int:
+    """The server's own pid: the child when py-spy wraps it (BENCH_PYSPY)."""
+    if not str(proc.args[0]).endswith("py-spy"):
+        return proc.pid
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            children = f.read().split()
+    except OSError:
+        return proc.pid
+    return int(children[0]) if children else proc.pid
 
 
 def start_synapse(python: str, workdir: str, port: int, db: str, dbs: list[str]) -> subprocess.Popen:
@@ -180,11 +201,12 @@ def main() -> int:
         result = subprocess.run(cmd + a.args)
         names = ["ours", "synapse"] if a.only is None else [a.only]
         for name, proc in zip(names, procs):
-            print(f'{{"server": "{name}", "rss_mb_after": {rss_mb(proc.pid):.1f}}}', flush=True)
+            print(f'{{"server": "{name}", "rss_mb_after": {rss_mb(server_pid(proc)):.1f}}}', flush=True)
         return result.returncode
     finally:
         for proc in procs:
-            proc.send_signal(signal.SIGTERM)
+            # Under py-spy, stop the server itself: py-spy then writes its profile and exits.
+            os.kill(server_pid(proc), signal.SIGTERM)
         for proc in procs:
             try:
                 proc.wait(30)

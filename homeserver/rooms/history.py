@@ -17,9 +17,10 @@ from typing import Any, Protocol, Sequence
 
 from homeserver.api.errors import MatrixError, forbidden, not_found
 from homeserver.rooms.format import client_event
-from homeserver.rooms.relations import Relations
+from homeserver.rooms.relations import BUNDLED, Relations
 from homeserver.rooms.state_cache import RoomState, StateCache
 from homeserver.rooms.visibility import Visibility
+from homeserver.storage.database import Txn
 from homeserver.storage.events import EventStore, StoredEvent
 from homeserver.storage.state import StateStore
 from homeserver.sync.tokens import RoomPaginationToken
@@ -125,10 +126,11 @@ class RoomHistory:
         return room, self.visibility.check_can_read_room(user_id, room)
 
     async def serialize(self, user_id: str | None, room_id: str, events: Sequence[StoredEvent],
-                        device_id: str | None = None) -> list[dict[str, Any]]:
-        """Client format with bundled aggregations."""
+                        device_id: str | None = None, child_rows: Sequence[tuple[str, str]] | None = None
+                        ) -> list[dict[str, Any]]:
+        """Client format with bundled aggregations (``child_rows``: see :meth:`Relations.bundle`)."""
         now = self.clock.time_msec()
-        bundles = await self.relations.bundle(user_id, room_id, events, now)
+        bundles = await self.relations.bundle(user_id, room_id, events, now, child_rows)
         return [client_event(e, now, relations=bundles.get(e.event_id)) for e in events]
 
     async def get_event(self, user_id: str, room_id: str, event_id: str) -> dict[str, Any]:
@@ -151,10 +153,22 @@ class RoomHistory:
             return await self.events.topological_key_for_stream(room_id, t.stream)
         return (t.topological, t.stream)
 
+    def _page_txn(self, txn: Txn, room_id: str, key: tuple[int, int], direction: str, limit: int,
+                  to_key: tuple[int, int] | None
+                  ) -> tuple[list[str], dict[str, tuple[str, int, int]], list[tuple[str, str]]]:
+        """One page's event IDs, their state groups and their bundled relations: one round trip."""
+        ids = self.events.paginate_txn(txn, room_id, key, direction, limit, to_key)
+        return (ids, self.state.get_event_groups_txn(txn, ids, room_id),
+                self.events.relation_children_txn(txn, room_id, ids, BUNDLED))
+
     async def _scan(self, user_id: str | None, room: RoomState, key: tuple[int, int], direction: str,
-                    limit: int, flt: EventFilter, to_key: tuple[int, int] | None
+                    limit: int, flt: EventFilter, to_key: tuple[int, int] | None,
+                    child_rows: list[tuple[str, str]] | None = None
                     ) -> tuple[list[StoredEvent], tuple[int, int] | None, tuple[int, int]]:
         """Up to ``limit`` visible, matching events from ``key``.
+
+        Args:
+            child_rows: Collects the scanned events' relation rows, for :meth:`serialize`.
 
         Returns:
             The events, the key to continue from (None when the timeline is
@@ -163,12 +177,17 @@ class RoomHistory:
         out: list[StoredEvent] = []
         for _ in range(MAX_SCAN_ROUNDS):
             want = limit - len(out)
-            batch = await self.events.paginate(room.room_id, key, direction, want + 1, to_key)
+            ids, groups, children = await self.events.db.run(self._page_txn, room.room_id, key, direction,
+                                                             want + 1, to_key)
+            if child_rows is not None:
+                child_rows.extend(children)
+            batch = await self.events.get_events_as_list(ids)
             has_more = len(batch) > want
             batch = batch[:want]
             if not batch:
                 return out, None, key
-            out.extend(await self.visibility.filter_events(user_id, room, [e for e in batch if flt.matches(e)]))
+            out.extend(await self.visibility.filter_events(user_id, room, [e for e in batch if flt.matches(e)],
+                                                           groups))
             last = batch[-1]
             key = (last.topological_ordering, last.stream_ordering - 1) if direction == "b" else \
                 (last.topological_ordering, last.stream_ordering)
@@ -187,11 +206,13 @@ class RoomHistory:
         limit = max(1, min(limit if flt.limit is None else min(limit, flt.limit), MAX_LIMIT))
         key = await self._key(room_id, from_token, END if direction == "b" else START)
         to_key = await self._key(room_id, to_token, START) if to_token is not None else None
-        events, next_key, after = await self._scan(user_id, room, key, direction, limit, flt, to_key)
+        child_rows: list[tuple[str, str]] = []
+        events, next_key, after = await self._scan(user_id, room, key, direction, limit, flt, to_key, child_rows)
         if direction == "b" and next_key is None and to_key is None and self.remote is not None:
-            events, next_key = await self._backfill(user_id, room, events, after, limit, flt)
+            events, next_key = await self._backfill(user_id, room, events, after, limit, flt, child_rows)
         start = from_token if from_token is not None else str(RoomPaginationToken(*key))
-        body: dict[str, Any] = {"chunk": await self.serialize(user_id, room_id, events), "start": start}
+        body: dict[str, Any] = {"chunk": await self.serialize(user_id, room_id, events, child_rows=child_rows),
+                                "start": start}
         if next_key is not None:
             body["end"] = str(RoomPaginationToken(*next_key))
         if flt.lazy_load_members:
@@ -199,7 +220,8 @@ class RoomHistory:
         return body
 
     async def _backfill(self, user_id: str, room: RoomState, events: list[StoredEvent], after: tuple[int, int],
-                        limit: int, flt: EventFilter) -> tuple[list[StoredEvent], tuple[int, int] | None]:
+                        limit: int, flt: EventFilter, child_rows: list[tuple[str, str]]
+                        ) -> tuple[list[StoredEvent], tuple[int, int] | None]:
         """The page reached the start of local history: fetch older events from other servers.
 
         Returns the page and the key to continue from: set while older
@@ -216,7 +238,8 @@ class RoomHistory:
             want = min(MAX_BACKFILL, max(MIN_BACKFILL, limit - len(events)))
             if not await self.remote.backfill(room.room_id, gaps, want):
                 return events, None
-            more, next_key, after = await self._scan(user_id, room, after, "b", limit - len(events), flt, None)
+            more, next_key, after = await self._scan(user_id, room, after, "b", limit - len(events), flt, None,
+                                                     child_rows)
             events = events + more
             if next_key is not None:  # the page filled before local history ran out again
                 return events, next_key

@@ -152,15 +152,26 @@ class Persister:
                     .addErrback(lambda f: f.value.subFailure))
 
     async def _work(self, room_id: str) -> None:
+        unpublished = False
         try:
             while self._queues.get(room_id):
                 queue = self._queues[room_id]
                 items, self._queues[room_id] = queue[:MAX_BATCH], queue[MAX_BATCH:]
-                await self._persist_batch(room_id, items)
+                # Start the next batch (it runs until its transaction is on a database
+                # thread), then publish the previous one: the fan-out work (push rules
+                # of every member, sync wake-ups) overlaps the next commit instead of
+                # delaying it. Callers still get their answer only once published.
+                next_batch = defer.ensureDeferred(self._persist_batch(room_id, items))
+                if unpublished:
+                    self._flush()
+                await next_batch
+                unpublished = True
         finally:
             self._workers.discard(room_id)
             if not self._queues.get(room_id):
                 self._queues.pop(room_id, None)
+            if unpublished:
+                self._flush()
 
     async def _persist_batch(self, room_id: str, items: list[_Item]) -> None:
         # Backfilled (historical) events get negative stream orderings, so they
@@ -194,8 +205,7 @@ class Persister:
         else:
             if room is not None and local:
                 room.release(local)
-        batch.done = True
-        self._flush()
+        batch.done = True  # published by the worker (_work)
 
     def _new_room(self, event: Event) -> RoomState:
         room = RoomState(event.room_id, event.room_version)

@@ -25,10 +25,20 @@ class Relations:
         self.events = events
 
     async def bundle(self, user_id: str | None, room_id: str, events: Sequence[StoredEvent],
-                     now_ms: int) -> dict[str, dict[str, Any]]:
-        """``event_id -> m.relations`` for the events that have children."""
+                     now_ms: int, child_rows: Sequence[tuple[str, str]] | None = None
+                     ) -> dict[str, dict[str, Any]]:
+        """``event_id -> m.relations`` for the events that have children.
+
+        Args:
+            child_rows: ``EventStore.relation_children_txn`` rows (types :data:`BUNDLED`)
+                covering at least ``events``, when the caller read them already.
+        """
         ids = [e.event_id for e in events if e.redacted_because is None and not e.event.is_state()]
-        children = await self.events.get_relation_children(room_id, ids, BUNDLED)
+        if child_rows is None:
+            children = await self.events.get_relation_children(room_id, ids, BUNDLED)
+        else:
+            wanted = set(ids)
+            children = await self.events.relation_children_from_rows([r for r in child_rows if r[0] in wanted])
         by_id = {e.event_id: e for e in events}
         out: dict[str, dict[str, Any]] = {}
         for parent_id, kids in children.items():

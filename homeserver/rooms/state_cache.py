@@ -205,7 +205,7 @@ class StateCache:
         ext = await self._events.get_events(room.extremities)
         room.depth = max((s.event.depth for s in ext.values()), default=0)
         if len(room.extremities) == 1:
-            groups = await self._state.get_event_groups(room.extremities)
+            groups = await self._state.get_event_groups(room.extremities, room_id)
             if room.extremities[0] in groups:
                 room.state_group = groups[room.extremities[0]][2]
         return room

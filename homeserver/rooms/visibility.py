@@ -20,7 +20,7 @@ was never in a non-world-readable room reads nothing of it (M_FORBIDDEN).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from homeserver.api.errors import forbidden
 from homeserver.rooms.state_cache import RoomState
@@ -48,14 +48,21 @@ class Visibility:
             return None
         raise forbidden("You are not a member of this room and it is not world-readable.")
 
-    async def filter_events(self, user_id: str | None, room: RoomState,
-                            events: Sequence[StoredEvent]) -> list[StoredEvent]:
-        """The events the user may see, in the given order."""
+    async def filter_events(self, user_id: str | None, room: RoomState, events: Sequence[StoredEvent],
+                            groups: Mapping[str, tuple[str, int, int]] | None = None) -> list[StoredEvent]:
+        """The events the user may see, in the given order.
+
+        Args:
+            groups: The events' state groups (``StateStore.get_event_groups``), when the
+                caller read them in its own transaction already.
+        """
         if not events:
             return []
         current = room.membership(user_id) if user_id else None
-        groups = await self._state.get_event_groups([e.event_id for e in events])
-        values = await self._values(room.room_id, {g[2] for g in groups.values()}, user_id)
+        if groups is None:
+            groups = await self._state.get_event_groups([e.event_id for e in events], room.room_id)
+        values = await self._values(room.room_id, {groups[e.event_id][2] for e in events if e.event_id in groups},
+                                    user_id)
         out = []
         for stored in events:
             ev = stored.event
@@ -79,7 +86,7 @@ class Visibility:
     async def _values(self, room_id: str, groups: set[int], user_id: str | None) -> dict[int, tuple[str, str | None]]:
         """``group -> (history_visibility, the user's membership)``."""
         keys = [HV] + ([("m.room.member", user_id)] if user_id is not None else [])
-        maps = {g: await self._state.get_group_values(room_id, g, keys) for g in groups}
+        maps = await self._state.get_groups_values(room_id, groups, keys)
         wanted = set()
         for m in maps.values():
             if HV in m:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 from homeserver.core.events import Event
 from homeserver.core.room_versions import get_room_version
-from homeserver.storage.database import Database, Txn
+from homeserver.storage.database import Database, Txn, insert_many
 from homeserver.util import json as jsonutil
 
 #: How many events the in-memory cache keeps.
@@ -143,8 +143,8 @@ class EventStore:
         # is promoted in place.
         promoted = [row[1] for row in event_rows if not row[8]]
         cond, args = txn.in_list("event_id", promoted)
-        txn.execute(f"DELETE FROM events WHERE room_id = ? AND outlier = ? AND {cond}",
-                    [rows[0].event.room_id, True, *args])
+        txn.queue(f"DELETE FROM events WHERE room_id = ? AND outlier = ? AND {cond}",
+                  [rows[0].event.room_id, True, *args])
         insert_many(txn, "events (room_id, event_id, stream_ordering, topological_ordering, type,"
                     " state_key, sender, origin_server_ts, outlier, rejected_reason, json)", event_rows,
                     "ON CONFLICT (room_id, event_id) DO NOTHING")
@@ -159,9 +159,9 @@ class EventStore:
 
     def update_extremities_txn(self, txn: Txn, room_id: str, extremities: Iterable[str]) -> None:
         """Replace the room's forward extremities."""
-        txn.execute("DELETE FROM event_forward_extremities WHERE room_id = ?", (room_id,))
-        txn.executemany("INSERT INTO event_forward_extremities (room_id, event_id) VALUES (?, ?)",
-                        [(room_id, e) for e in sorted(set(extremities))])
+        txn.queue("DELETE FROM event_forward_extremities WHERE room_id = ?", (room_id,))
+        insert_many(txn, "event_forward_extremities (room_id, event_id)",
+                    [(room_id, e) for e in sorted(set(extremities))])
 
     # --- cache -------------------------------------------------------------
 
@@ -246,32 +246,27 @@ class EventStore:
         bounds the other end the same way. Outliers and rejected events are
         not part of the timeline.
         """
-        t, s = from_key
-        if direction == "b":
-            cond = "(e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))"
-            order = "DESC"
-        else:
-            cond = "(e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))"
-            order = "ASC"
-        args: list[Any] = [room_id, t, t, s]
-        if to_key is not None:
-            tt, ts = to_key
-            if direction == "b":
-                cond += " AND (e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))"
-            else:
-                cond += " AND (e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))"
-            args += [tt, tt, ts]
-        args.append(limit)
-
-        def txn_fn(txn: Txn) -> list[str]:
-            return [r[0] for r in txn.query(
-                f"SELECT e.event_id FROM events e WHERE e.room_id = ? AND {cond}"
-                f" AND e.outlier = ? AND e.rejected_reason IS NULL"
-                f" ORDER BY e.topological_ordering {order}, e.stream_ordering {order} LIMIT ?",
-                args[:-1] + [False, limit])]
-
-        ids = await self.db.run(txn_fn)
+        ids = await self.db.run(self.paginate_txn, room_id, from_key, direction, limit, to_key)
         return await self.get_events_as_list(ids)
+
+    def paginate_txn(self, txn: Txn, room_id: str, from_key: tuple[int, int], direction: str, limit: int,
+                     to_key: tuple[int, int] | None = None) -> list[str]:
+        """The event IDs :meth:`paginate` returns, inside a caller's transaction."""
+        # Row-value comparisons, so both engines bound the scan of the (room_id,
+        # topological_ordering, stream_ordering) index with them; the equivalent
+        # "t < ? OR (t = ? AND s <= ?)" is only a filter, and each page deeper into the
+        # history would re-read every newer event of the room first.
+        cond = "(e.topological_ordering, e.stream_ordering) " + ("<= (?, ?)" if direction == "b" else "> (?, ?)")
+        order = "DESC" if direction == "b" else "ASC"
+        args: list[Any] = [room_id, *from_key]
+        if to_key is not None:
+            cond += " AND (e.topological_ordering, e.stream_ordering) " + ("> (?, ?)" if direction == "b" else "<= (?, ?)")
+            args += list(to_key)
+        return [r[0] for r in txn.query(
+            f"SELECT e.event_id FROM events e WHERE e.room_id = ? AND {cond}"
+            f" AND e.outlier = ? AND e.rejected_reason IS NULL"
+            f" ORDER BY e.topological_ordering {order}, e.stream_ordering {order} LIMIT ?",
+            [*args, False, limit])]
 
     async def topological_key_for_stream(self, room_id: str, stream: int) -> tuple[int, int]:
         """Turn a /sync stream position into a ``(topological, stream)`` key for paging."""
@@ -294,14 +289,28 @@ class EventStore:
 
         Returns at most ``limit`` events: the newest ones (what /sync wants).
         """
-        def txn_fn(txn: Txn) -> list[str]:
-            return [r[0] for r in txn.query(
-                "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering > ?"
-                " AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
-                " ORDER BY stream_ordering DESC LIMIT ?", (room_id, from_stream, to_stream, False, limit))]
-        ids = await self.db.run(txn_fn)
-        ids.reverse()
-        return await self.get_events_as_list(ids)
+        found = await self.db.run(self.room_stream_ids_txn, [(room_id, from_stream, to_stream)], limit)
+        return await self.get_events_as_list(found.get(room_id, []))
+
+    def room_stream_ids_txn(self, txn: Txn, windows: Sequence[tuple[str, int, int]], limit: int
+                            ) -> dict[str, list[str]]:
+        """:meth:`room_stream_events` for many ``(room_id, from_stream, to_stream)`` windows at once.
+
+        Returns ``room_id -> event IDs`` (oldest first). One statement per 50
+        rooms (a UNION ALL of per-room index scans), so an initial /sync of
+        many rooms costs one round trip, not one per room.
+        """
+        out: dict[str, list[str]] = {}
+        one = ("SELECT * FROM (SELECT room_id, event_id, stream_ordering FROM events WHERE room_id = ?"
+               " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
+               " ORDER BY stream_ordering DESC LIMIT ?) AS w{}")
+        for i in range(0, len(windows), 50):
+            part = windows[i:i + 50]
+            rows = txn.query(" UNION ALL ".join(one.format(j) for j in range(len(part))),
+                             [x for room_id, since, upto in part for x in (room_id, since, upto, False, limit)])
+            for room_id, event_id, stream in sorted(rows, key=lambda r: r[2]):
+                out.setdefault(room_id, []).append(event_id)
+        return out
 
     def load_recent_txn_ids(self, now_ms: int) -> None:
         """Remember the transaction IDs of the last window (at start-up, blocking)."""
@@ -399,12 +408,9 @@ class EventStore:
             args.append(event_type)
         order = "DESC" if direction == "b" else "ASC"
         if from_key is not None:
-            t, s = from_key
-            if direction == "b":
-                conds.append("(topological_ordering < ? OR (topological_ordering = ? AND stream_ordering <= ?))")
-            else:
-                conds.append("(topological_ordering > ? OR (topological_ordering = ? AND stream_ordering > ?))")
-            args += [t, t, s]
+            # A row value, so the index bounds the scan (see paginate_txn).
+            conds.append("(topological_ordering, stream_ordering) " + ("<= (?, ?)" if direction == "b" else "> (?, ?)"))
+            args += list(from_key)
         args.append(limit)
         sql = (f"SELECT event_id FROM event_relations WHERE {' AND '.join(conds)}"
                f" ORDER BY topological_ordering {order}, stream_ordering {order} LIMIT ?")
@@ -417,15 +423,23 @@ class EventStore:
         """All unredacted related events of the given types per parent, oldest first."""
         if not parent_ids:
             return {}
+        rows = await self.db.run(self.relation_children_txn, room_id, parent_ids, rel_types)
+        return await self.relation_children_from_rows(rows)
 
-        def txn_fn(txn: Txn) -> list[tuple[str, str]]:
-            c1, a1 = txn.in_list("relates_to_id", list(parent_ids))
-            c2, a2 = txn.in_list("rel_type", list(rel_types))
-            return txn.query(
-                f"SELECT relates_to_id, event_id FROM event_relations WHERE room_id = ? AND {c1} AND {c2}"
-                " ORDER BY topological_ordering, stream_ordering", [room_id, *a1, *a2])
-        rows = await self.db.run(txn_fn)
-        events = await self.get_events([r[1] for r in rows], allow_outlier=False)
+    def relation_children_txn(self, txn: Txn, room_id: str, parent_ids: Sequence[str],
+                              rel_types: Sequence[str]) -> list[tuple[str, str]]:
+        """``(parent, child)`` event IDs of the relations of the given types, oldest child first."""
+        if not parent_ids:
+            return []
+        c1, a1 = txn.in_list("relates_to_id", list(parent_ids))
+        c2, a2 = txn.in_list("rel_type", list(rel_types))
+        return [(r[0], r[1]) for r in txn.query(
+            f"SELECT relates_to_id, event_id FROM event_relations WHERE room_id = ? AND {c1} AND {c2}"
+            " ORDER BY topological_ordering, stream_ordering", [room_id, *a1, *a2])]
+
+    async def relation_children_from_rows(self, rows: Sequence[tuple[str, str]]) -> dict[str, list[StoredEvent]]:
+        """:meth:`get_relation_children` from rows :meth:`relation_children_txn` read."""
+        events = await self.get_events([r[1] for r in rows], allow_outlier=False) if rows else {}
         out: dict[str, list[StoredEvent]] = {}
         for parent, eid in rows:
             ev = events.get(eid)
@@ -465,22 +479,6 @@ class EventStore:
                f" ORDER BY latest DESC LIMIT ?")
         rows = await self.db.run(lambda txn: txn.query(sql, [*args, *hargs, limit]))
         return [(r[0], int(r[1])) for r in rows]
-
-
-def insert_many(txn: Txn, table_and_columns: str, rows: Sequence[Sequence[Any]], suffix: str = "",
-                chunk: int = 200) -> None:
-    """Insert rows with multi-row VALUES statements: one round trip per chunk, not per row.
-
-    (psycopg2's executemany sends one statement per row.)
-    """
-    if not rows:
-        return
-    width = len(rows[0])
-    one = "(" + ",".join("?" * width) + ")"
-    for i in range(0, len(rows), chunk):
-        part = rows[i:i + chunk]
-        txn.execute(f"INSERT INTO {table_and_columns} VALUES {','.join([one] * len(part))} {suffix}",
-                    [v for row in part for v in row])
 
 
 def _stored_form(ev: Event) -> dict[str, Any]:

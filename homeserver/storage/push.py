@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from homeserver.push.ruleset import DefaultChange, UserRules
-from homeserver.storage.database import Database, Txn
+from homeserver.storage.database import Database, Txn, insert_many
 from homeserver.util import json as jsonutil
 
 
@@ -227,11 +227,10 @@ class PushStore:
         positions = list(read_positions)
 
         def fn(txn: Txn) -> None:
-            txn.executemany(
-                "INSERT INTO push_notifications (room_id, user_id, stream_ordering, event_id, actions,"
-                " highlight, is_call, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (room_id, user_id, stream_ordering) DO NOTHING",
-                rows)
+            # A 100-member group makes ~100 rows per message: multi-row INSERTs, not one per row.
+            insert_many(txn, "push_notifications (room_id, user_id, stream_ordering, event_id, actions,"
+                        " highlight, is_call, ts)", rows,
+                        "ON CONFLICT (room_id, user_id, stream_ordering) DO NOTHING")
             txn.executemany(
                 "INSERT INTO push_read_positions (room_id, user_id, stream_ordering) VALUES (?, ?, ?)"
                 " ON CONFLICT (room_id, user_id) DO UPDATE SET stream_ordering = excluded.stream_ordering"

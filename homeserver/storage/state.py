@@ -18,8 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from homeserver.storage.database import Database, Txn
-from homeserver.storage.events import insert_many
+from homeserver.storage.database import Database, Txn, insert_many
 
 StateKey = tuple[str, str]
 StateMap = dict[StateKey, str]
@@ -102,8 +101,8 @@ class StateStore:
             prev, depth = base_group, base_depth + 1
         else:
             delta, prev, depth = dict(state), None, 0
-        txn.execute("INSERT INTO state_groups (room_id, state_group, prev_group, delta_depth) VALUES (?,?,?,?)",
-                    (room_id, group, prev, depth))
+        txn.queue("INSERT INTO state_groups (room_id, state_group, prev_group, delta_depth) VALUES (?,?,?,?)",
+                  (room_id, group, prev, depth))
         insert_many(txn, "state_group_entries (room_id, state_group, type, state_key, event_id)",
                     [(room_id, group, k[0], k[1], v) for k, v in delta.items()])
         self._cache_group(group, dict(state), depth)
@@ -118,22 +117,22 @@ class StateStore:
                                  delta: Mapping[StateKey, str | None]) -> None:
         for (etype, skey), event_id in delta.items():
             if event_id is None:
-                txn.execute("DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
-                            (room_id, etype, skey))
+                txn.queue("DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                          (room_id, etype, skey))
             else:
-                txn.execute(
+                txn.queue(
                     "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?,?,?,?)"
                     " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
                     (room_id, etype, skey, event_id))
 
     def update_memberships_txn(self, txn: Txn, rows: Iterable[Membership]) -> None:
-        txn.executemany(
-            "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering,"
-            " forgotten) VALUES (?,?,?,?,?,?,?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
-            " membership = excluded.membership, event_id = excluded.event_id, sender = excluded.sender,"
-            " stream_ordering = excluded.stream_ordering, forgotten = excluded.forgotten",
-            [(m.room_id, m.user_id, m.membership, m.event_id, m.sender, m.stream_ordering, m.forgotten)
-             for m in rows])
+        for m in rows:
+            txn.queue(
+                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering,"
+                " forgotten) VALUES (?,?,?,?,?,?,?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
+                " membership = excluded.membership, event_id = excluded.event_id, sender = excluded.sender,"
+                " stream_ordering = excluded.stream_ordering, forgotten = excluded.forgotten",
+                (m.room_id, m.user_id, m.membership, m.event_id, m.sender, m.stream_ordering, m.forgotten))
 
     # --- reads -------------------------------------------------------------
 
@@ -166,38 +165,86 @@ class StateStore:
 
     async def get_group_values(self, room_id: str, group: int, keys: Sequence[StateKey]) -> StateMap:
         """Only ``keys`` of a group's state: from the cache, else one query that reads just those rows."""
-        hit = self._cached_group(group)
-        if hit is not None:
-            return {k: hit[0][k] for k in keys if k in hit[0]}
+        return (await self.get_groups_values(room_id, [group], keys))[group]
 
-        def txn_fn(txn: Txn) -> StateMap:
+    async def get_groups_values(self, room_id: str, groups: Iterable[int], keys: Sequence[StateKey]
+                                ) -> dict[int, StateMap]:
+        """:meth:`get_group_values` for several groups of a room: the uncached ones in one transaction."""
+        out: dict[int, StateMap] = {}
+        missing = []
+        for group in groups:
+            hit = self._cached_group(group)
+            if hit is not None or not keys:
+                out[group] = {k: hit[0][k] for k in keys if k in hit[0]} if hit is not None else {}
+            else:
+                missing.append(group)
+
+        def txn_fn(txn: Txn) -> dict[int, StateMap]:
             conds = " OR ".join(["(s.type = ? AND s.state_key = ?)"] * len(keys))
-            rows = txn.query(
-                _GROUP_CHAIN_SQL +
-                f" WHERE {conds} ORDER BY c.lvl DESC",
-                [group, room_id, room_id, *[x for k in keys for x in k]])
-            out: StateMap = {}
-            for _lvl, etype, skey, event_id in rows:
-                if event_id is None:
-                    out.pop((etype, skey), None)
-                else:
-                    out[(etype, skey)] = event_id
-            return out
-        return await self.db.run(txn_fn) if keys else {}
+            found: dict[int, StateMap] = {}
+            for group in missing:
+                rows = txn.query(
+                    _GROUP_CHAIN_SQL +
+                    f" WHERE {conds} ORDER BY c.lvl DESC",
+                    [group, room_id, room_id, *[x for k in keys for x in k]])
+                values: StateMap = {}
+                found[group] = values
+                for _lvl, etype, skey, event_id in rows:
+                    if event_id is None:
+                        values.pop((etype, skey), None)
+                    else:
+                        values[(etype, skey)] = event_id
+            return found
+        if missing:
+            out.update(await self.db.run(txn_fn))
+        return out
 
-    async def get_event_groups(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
-        """``event_id -> (room_id, state_before, state_after)`` for timeline events."""
-        def txn_fn(txn: Txn) -> dict[str, tuple[str, int, int]]:
-            out = {}
-            for i in range(0, len(event_ids), 500):
-                cond, args = txn.in_list("event_id", list(event_ids[i:i + 500]))
-                for eid, room, before, after in txn.query(
-                        f"SELECT event_id, room_id, state_before, state_after FROM event_state WHERE {cond}", args):
-                    out[eid] = (room, int(before), int(after))
-            return out
+    async def get_groups_state(self, groups: Iterable[tuple[str, int]]) -> dict[int, StateMap]:
+        """``group -> state`` for ``(room_id, group)`` pairs: the uncached ones in one transaction.
+
+        The maps may be the cache's own: callers must not change them.
+        """
+        out: dict[int, StateMap] = {}
+        missing = []
+        for room_id, group in groups:
+            hit = self._cached_group(group)
+            if hit is not None:
+                out[group] = hit[0]
+            else:
+                missing.append((room_id, group))
+
+        def txn_fn(txn: Txn) -> dict[int, StateMap]:
+            found = {}
+            for room_id, group in missing:
+                loaded = self._group_txn(txn, room_id, group)
+                found[group] = loaded[0] if loaded is not None else {}
+            return found
+        if missing:
+            out.update(await self.db.run(txn_fn))
+        return out
+
+    async def get_event_groups(self, event_ids: Sequence[str], room_id: str | None = None
+                               ) -> dict[str, tuple[str, int, int]]:
+        """``event_id -> (room_id, state_before, state_after)`` for timeline events.
+
+        With ``room_id``, only events of that room (looked up by primary key).
+        """
         if not event_ids:
             return {}
-        return await self.db.run(txn_fn)
+        return await self.db.run(self.get_event_groups_txn, event_ids, room_id)
+
+    def get_event_groups_txn(self, txn: Txn, event_ids: Sequence[str], room_id: str | None = None
+                             ) -> dict[str, tuple[str, int, int]]:
+        """:meth:`get_event_groups` inside a caller's transaction."""
+        out = {}
+        room_cond, room_args = ("room_id = ? AND ", [room_id]) if room_id is not None else ("", [])
+        for i in range(0, len(event_ids), 500):
+            cond, args = txn.in_list("event_id", list(event_ids[i:i + 500]))
+            for eid, room, before, after in txn.query(
+                    "SELECT event_id, room_id, state_before, state_after FROM event_state"
+                    f" WHERE {room_cond}{cond}", [*room_args, *args]):
+                out[eid] = (room, int(before), int(after))
+        return out
 
     async def get_state_ids_at(self, event_id: str, before: bool = False) -> StateMap | None:
         """The state after (or before) a timeline event, or None if unknown."""

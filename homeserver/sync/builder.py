@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from homeserver.sync.account_data import AccountDataService
 from homeserver.sync.device_lists import DeviceListTracker
@@ -32,12 +32,26 @@ from homeserver.sync.user_rooms import MembershipInfo, UserRooms
 StateMap = dict[tuple[str, str], SyncEvent]
 
 
+@dataclass
+class RoomWindow:
+    """A room's timeline as read from the database for sync."""
+
+    events: list[SyncEvent]
+    limited: bool
+    #: The state at the timeline's start (``state_at`` of the first event's position - 1,
+    #: or of ``upto`` with no events), when it was read along; None = ask ``state_at``.
+    state_at_start: StateMap | None = None
+
+
 class RoomSource(Protocol):
     """What sync needs from room persistence (database-backed, used on cache misses)."""
 
     async def timeline(self, room_id: str, since: int, upto: int, limit: int,
                        user_id: str | None = None) -> tuple[list[SyncEvent], bool]:
         """The newest ``limit`` events in (since, upto], oldest first, visible to ``user_id``."""
+    async def timelines(self, windows: Sequence[tuple[str, int, int]], limit: int, user_id: str | None,
+                        with_state: bool) -> dict[str, RoomWindow]:
+        """:meth:`timeline` for many ``(room_id, since, upto)`` at once, with the state at each start."""
     async def state_at(self, room_id: str, position: int) -> StateMap: ...
     async def stripped_state(self, room_id: str, event_id: str) -> list[dict[str, Any]]: ...
     async def prev_batch(self, room_id: str, first: SyncEvent | None, position: int) -> str: ...
@@ -147,6 +161,7 @@ class SyncBuilder:
         memberships = await self.user_rooms.get(req.user_id)
         since_ev = since.events if since else 0
         joined = [r for r, m in memberships.items() if m.membership == "join"]
+        windows = await self._windows(req, memberships, since, upto, initial)
         receipts: dict[str, dict[str, Any]] = {}
         if joined and not f.ephemeral.matches_nothing:
             receipts = await self.receipts.ephemeral_for(
@@ -158,7 +173,7 @@ class SyncBuilder:
             changed = since is None or info.stream_ordering > since_ev
             if info.membership == "join":
                 room = await self._joined_room(req, room_id, info, since, upto, changed_ad, receipts,
-                                               initial or changed)
+                                               initial or changed, windows.get(room_id))
                 if room is not None:
                     out["join"][room_id] = room
                     if since is not None and changed:
@@ -192,6 +207,22 @@ class SyncBuilder:
         newly_unshared.discard(req.user_id)
         return out, newly_shared, newly_unshared
 
+    async def _windows(self, req: SyncRequest, memberships: dict[str, MembershipInfo],
+                       since: StreamToken | None, upto: StreamToken, initial: bool) -> dict[str, RoomWindow]:
+        """The database timelines of the joined rooms sent in full (all of them in an initial sync),
+        read together: a few round trips for the lot instead of a few per room."""
+        f = req.filter
+        if self.rooms is None or f.timeline.matches_nothing:
+            return {}
+        since_ev = since.events if since is not None and not req.full_state else 0
+        wanted = [(room_id, since_ev, upto.events) for room_id, info in memberships.items()
+                  if info.membership == "join" and f.allows_room(room_id) and info.stream_ordering <= upto.events
+                  and (initial or since is None or info.stream_ordering > since.events)]
+        if len(wanted) < 2:
+            return {}
+        return await self.rooms.timelines(wanted, f.timeline_limit, req.user_id,
+                                          with_state=not f.state.matches_nothing)
+
     def _members_seen(self, room: dict[str, Any]) -> set[str]:
         users: set[str] = set()
         for section in ("state", "timeline"):
@@ -219,14 +250,17 @@ class SyncBuilder:
     async def _joined_room(self, req: SyncRequest, room_id: str, info: MembershipInfo,
                            since: StreamToken | None, upto: StreamToken,
                            changed_ad: dict[str, dict[str, dict[str, Any]]],
-                           receipts: dict[str, dict[str, Any]], full: bool) -> dict[str, Any] | None:
+                           receipts: dict[str, dict[str, Any]], full: bool,
+                           window: RoomWindow | None = None) -> dict[str, Any] | None:
         f = req.filter
         since_ev = since.events if since is not None and not req.full_state else 0
         if full and since is not None and not req.full_state:
             since_ev = since.events  # newly joined: timeline from the token, state in full
         events: list[SyncEvent] = []
         limited = False
-        if not f.timeline.matches_nothing:
+        if window is not None:
+            events, limited = window.events, window.limited
+        elif not f.timeline.matches_nothing:
             events, limited = await self._timeline(room_id, since_ev, upto.events, f.timeline_limit,
                                                    req.user_id, full)
         ephemeral = []
@@ -243,7 +277,8 @@ class SyncBuilder:
         if not full and not events and not ephemeral and not room_ad:
             return None
         visible = [e for e in events if f.timeline.allows(e.client)]
-        state = await self._state(req, room_id, events, limited, since, upto, full)
+        state = await self._state(req, room_id, events, limited, since, upto, full,
+                                  window.state_at_start if window is not None else None)
         room: dict[str, Any] = {
             "timeline": {
                 "events": [self._format(req, e) for e in visible],
@@ -273,8 +308,12 @@ class SyncBuilder:
         return summary
 
     async def _state(self, req: SyncRequest, room_id: str, events: list[SyncEvent], limited: bool,
-                     since: StreamToken | None, upto: StreamToken, full: bool) -> list[SyncEvent]:
-        """State between ``since`` (or nothing, when full) and the start of the timeline."""
+                     since: StreamToken | None, upto: StreamToken, full: bool,
+                     known_at_start: StateMap | None = None) -> list[SyncEvent]:
+        """State between ``since`` (or nothing, when full) and the start of the timeline.
+
+        ``known_at_start`` is the state at the timeline's start when the caller has it.
+        """
         f = req.filter
         if self.rooms is None or f.state.matches_nothing:
             return []
@@ -294,7 +333,7 @@ class SyncBuilder:
             members = [at_start[("m.room.member", u)] for u in sorted(needed) if ("m.room.member", u) in at_start]
             sent.update(needed)
             return [e for e in members if f.state.allows(e.client)]
-        at_start = await self.rooms.state_at(room_id, start)
+        at_start = known_at_start if known_at_start is not None else await self.rooms.state_at(room_id, start)
         if full:
             chosen = dict(at_start)
         else:

@@ -21,7 +21,7 @@ from homeserver.rooms.visibility import Visibility
 from homeserver.storage.database import Database, Txn
 from homeserver.storage.events import EventStore, StoredEvent
 from homeserver.storage.state import StateStore
-from homeserver.sync.builder import StateMap
+from homeserver.sync.builder import RoomWindow, StateMap
 from homeserver.sync.events import SyncEvent
 from homeserver.sync.membership import MembershipIndex
 from homeserver.sync.notifier import Notifier
@@ -75,15 +75,53 @@ class StoredRoomSource:
 
     async def timeline(self, room_id: str, since: int, upto: int, limit: int,
                        user_id: str | None = None) -> tuple[list[SyncEvent], bool]:
-        stored = await self._events.room_stream_events(room_id, since, upto, limit + 1)
-        limited = len(stored) > limit
-        if limited:
-            stored = stored[1:]
-        if user_id is not None:
-            room = await self._rooms.get(room_id)
-            if room is not None:
-                stored = await self._visibility.filter_events(user_id, room, stored)
-        return [self._convert(s) for s in stored], limited
+        window = (await self.timelines([(room_id, since, upto)], limit, user_id, with_state=False))[room_id]
+        return window.events, window.limited
+
+    async def timelines(self, windows: Sequence[tuple[str, int, int]], limit: int, user_id: str | None,
+                        with_state: bool) -> dict[str, RoomWindow]:
+        """The newest ``limit`` events of each ``(room_id, since, upto]`` window visible to ``user_id``.
+
+        The windows' event IDs and state groups come in one transaction; events,
+        visibility and state groups from the caches, with at most one more
+        transaction for whatever they miss. With ``with_state``, each room also gets
+        the state at its timeline's start where the window shows it: the state after
+        the event before the first one returned (the one ``state_at`` would find).
+        """
+        def txn_fn(txn: Txn) -> tuple[dict[str, list[str]], dict[str, tuple[str, int, int]]]:
+            ids = self._events.room_stream_ids_txn(txn, windows, limit + 1)
+            groups = self._state.get_event_groups_txn(txn, [e for room in ids.values() for e in room])
+            return ids, groups
+
+        ids, groups = await self._db.run(txn_fn)
+        stored = await self._events.get_events([e for room in ids.values() for e in room])
+        out: dict[str, RoomWindow] = {}
+        before_start: dict[str, int | None] = {}  # room -> state group after the event before the start
+        for room_id, _since, _upto in windows:
+            window = [stored[e] for e in ids.get(room_id, ()) if e in stored]
+            limited = len(window) > limit
+            shown = window[1:] if limited else window
+            if user_id is not None:
+                room = await self._rooms.get(room_id)
+                if room is not None:
+                    shown = await self._visibility.filter_events(user_id, room, shown, groups)
+            out[room_id] = RoomWindow([self._convert(s) for s in shown], limited)
+            if with_state and window:
+                # The newest timeline event at or before the start, if the window holds it.
+                at = next(i for i, s in enumerate(window) if s is shown[0]) - 1 if shown else len(window) - 1
+                if at >= 0:
+                    g = groups.get(window[at].event_id)
+                    before_start[room_id] = g[2] if g is not None else None
+        if before_start:
+            maps = await self._state.get_groups_state(
+                [(room_id, g) for room_id, g in before_start.items() if g is not None])
+            found = await self._events.get_events(
+                {eid for g in before_start.values() if g is not None for eid in maps[g].values()})
+            for room_id, g in before_start.items():
+                state = maps[g] if g is not None else {}
+                out[room_id].state_at_start = {key: self._convert(found[eid]) for key, eid in state.items()
+                                               if eid in found}
+        return out
 
     async def state_at(self, room_id: str, position: int) -> StateMap:
         def last_event(txn: Txn) -> str | None:

@@ -107,6 +107,8 @@ async def test_replies_edits_reactions_threads(hs):
     status, page = await alice.get(f"{V3}/rooms/{room}/messages", params={"dir": "b", "limit": "50"})
     root_in_page = [e for e in page["chunk"] if e["event_id"] == root_id][0]
     assert root_in_page["unsigned"]["m.relations"]["m.replace"]["event_id"] == e1["event_id"]
+    assert root_in_page["unsigned"]["m.relations"]["m.thread"]["count"] == 3
+    assert root_in_page["unsigned"]["m.relations"]["m.reference"] == {"chunk": [{"event_id": ref["event_id"]}]}
     # a thread cannot hang off a threaded event
     status, err = await send(alice, room, content={"msgtype": "m.text", "body": "x", "m.relates_to": {
         "rel_type": "m.thread", "event_id": t["event_id"]}})

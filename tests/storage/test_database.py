@@ -32,6 +32,42 @@ async def test_migrations_apply_once(db):
 
 
 @pytest_twisted.ensureDeferred
+async def test_queued_writes_run_in_order_before_reads_and_commit(db):
+    def writes(txn):
+        txn.queue("INSERT INTO kv (k, v) VALUES (?, ?)", ("q1", 1))
+        txn.queue("UPDATE kv SET v = v + ? WHERE k = ?", (10, "q1"))
+        seen = txn.scalar("SELECT v FROM kv WHERE k = ?", ("q1",))  # a read sends the queue first
+        txn.queue("INSERT INTO kv (k, v) VALUES (?, ?)", ("q2", 50))
+        txn.queue("INSERT INTO kv (k, v) VALUES (?, ?)", ("it's 100%", 3))  # quotes and % survive binding
+        return seen
+    assert await db.run(writes) == 11
+    rows = await db.run(lambda txn: txn.query("SELECT k, v FROM kv ORDER BY k"))
+    assert rows == [("it's 100%", 3), ("q1", 11), ("q2", 50)]  # the rest went at commit
+
+    def conflicting(txn):
+        txn.queue("INSERT INTO kv (k, v) VALUES (?, ?)", ("q3", 1))
+        txn.queue("INSERT INTO kv (k, v) VALUES (?, ?)", ("q1", 2))  # duplicate key, raised at commit
+    with pytest.raises(Exception):
+        await db.run(conflicting)
+    assert await db.run(lambda txn: txn.scalar("SELECT COUNT(*) FROM kv")) == 3  # nothing of it was kept
+
+    def bulk(txn):  # more than one flush's worth of arguments: sent in parts, still in order
+        for i in range(700):
+            txn.queue("INSERT INTO kv (k, v) VALUES (?, ?)", (f"m{i:03}", i))
+        txn.queue("UPDATE kv SET v = ? WHERE k = ?", (-1, "m699"))
+    await db.run(bulk)
+    assert await db.run(lambda txn: txn.query("SELECT COUNT(*), MIN(v) FROM kv WHERE k LIKE 'm%'")) == [(700, -1)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_executemany_on_both_engines(db):
+    await db.run(lambda txn: txn.executemany("INSERT INTO kv (k, v) VALUES (?, ?)",
+                                             [(f"k{i}", i) for i in range(250)]))
+    await db.run(lambda txn: txn.executemany("UPDATE kv SET v = v * 2 WHERE k = ?", [(f"k{i}",) for i in range(250)]))
+    assert await db.run(lambda txn: txn.scalar("SELECT SUM(v) FROM kv")) == 2 * sum(range(250))
+
+
+@pytest_twisted.ensureDeferred
 async def test_commit_rollback_and_after_commit(db):
     seen: list[str] = []
 
