@@ -47,12 +47,20 @@ class StreamToken:
 
     @classmethod
     def parse(cls, token: str) -> "StreamToken":
+        # Every member of a busy group comes back with the same since: parse it once.
+        parsed = _PARSED.get(token) if isinstance(token, str) else None
+        if parsed is not None:
+            return parsed
         if not isinstance(token, str) or not token.startswith("s") or len(token) > 200:
             raise _bad(str(token))
         parts = token[1:].split("_")
         if len(parts) > len(fields(cls)):
             raise _bad(token)
-        return cls(*(_int(p, token) for p in parts))
+        parsed = cls(*(_int(p, token) for p in parts))
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[token] = parsed
+        return parsed
 
     def __str__(self) -> str:
         # Every woken connection formats the same token: remember the string.
@@ -65,6 +73,9 @@ class StreamToken:
     def copy_and_replace(self, **positions: int) -> "StreamToken":
         return replace(self, **positions)
 
+
+_PARSED: dict[str, StreamToken] = {}
+_PARSED_MAX = 4096
 
 #: The stream names of a :class:`StreamToken`, in token order.
 STREAMS = tuple(f.name for f in fields(StreamToken))
