@@ -47,6 +47,7 @@ class Notifier:
         self._clock = clock
         self._listeners: dict[str, set[Listener]] = {}
         self._positions: dict[str, int] = {f.name: 0 for f in fields(StreamToken)}
+        self._token: StreamToken | None = None
         #: Joined members of a room, from the in-memory state cache (wired by server.py).
         self.members_of: MembersOf = members_of or (lambda room_id: ())
         #: Callbacks ``(stream, position, user_ids)`` after every notify (metrics, replication).
@@ -57,12 +58,16 @@ class Notifier:
     def set_position(self, stream: str, position: int) -> None:
         if position > self._positions[stream]:
             self._positions[stream] = position
+            self._token = None
 
     def position(self, stream: str) -> int:
         return self._positions[stream]
 
     def current_token(self) -> StreamToken:
-        return StreamToken(**self._positions)
+        # One object per position: every woken member formats the same token (its text is cached).
+        if self._token is None:
+            self._token = StreamToken(**self._positions)
+        return self._token
 
     # waking
 
