@@ -105,3 +105,23 @@ def test_filter_validation_and_matching():
         with pytest.raises(MatrixError) as e:
             parse_filter(bad)
         assert e.value.errcode == "M_BAD_JSON"
+
+
+def test_recent_events_span_knows_when_a_range_is_one_rooms_messages():
+    from homeserver.sync.events import SyncEvent
+    from homeserver.sync.recent import RecentEvents
+
+    def ev(pos, room="!a:x", state_key=None, sender="@s:x", txn=None):
+        return SyncEvent(room_id=room, event_id=f"$e{pos}", type="m.room.message", state_key=state_key,
+                         sender=sender, stream_ordering=pos, topological_ordering=pos, client={}, txn_key=txn)
+
+    recent = RecentEvents(start_position=0)
+    recent.add([ev(1), ev(2, sender="@t:x", txn=("@t:x", "D", "t1")), ev(3, room="!b:x"), ev(4, state_key=""),
+                ev(6)])
+    assert recent.span(0, 2) == ("!a:x", frozenset({"@t:x"}), frozenset({"@s:x", "@t:x"}))
+    assert recent.span(1, 2) == ("!a:x", frozenset({"@t:x"}), frozenset({"@t:x"}))
+    assert recent.span(1, 3) is None  # two rooms
+    assert recent.span(3, 4) is None  # a state event
+    assert recent.span(4, 6) is None  # position 5 never came through here
+    assert recent.span(5, 6) == ("!a:x", frozenset(), frozenset({"@s:x"}))
+    assert recent.span(6, 6) is None
