@@ -244,6 +244,7 @@ class HomeServer:
                                   push_config.pushers)
         self.notifications.position_of = self._event_position
         self.notifications.fetch_events = self._client_events
+        self.notifications.rooms_of = self._rooms_ever_in
 
         # realtime: streams, notifier, /sync builder (see docs/sync.md)
         self.sync_config = SyncConfig.parse(config.section("sync"))
@@ -492,6 +493,11 @@ class HomeServer:
     async def _event_position(self, room_id: str, event_id: str) -> int | None:
         stored = await self.event_store.get_event(event_id, allow_outlier=False)
         return stored.stream_ordering if stored is not None and stored.event.room_id == room_id else None
+
+    async def _rooms_ever_in(self, user_id: str) -> list[str]:
+        """Rooms where GET /notifications looks: every membership but forgotten ones."""
+        rows = await self.state_store.get_rooms_for_user(user_id, ("join", "invite", "leave", "ban", "knock"))
+        return [m.room_id for m in rows]
 
     async def _client_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
         found = await self.event_store.get_events(event_ids, allow_outlier=False)

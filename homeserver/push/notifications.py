@@ -7,12 +7,14 @@ sender (plus a local invitee), keeps the unread notifications per (room, user)
 in memory, and hands the notifications to listeners (the pusher pool).
 
 Counts are in memory, so the count for an event is in the same /sync
-response as the event itself. Durable rows (one per notified member, for
-``GET /notifications`` and for counts after a restart) are written off the
-send path, batched: all rows of every event evaluated during
-``flush_delay_s`` go together (``executemany``, in transactions of at most
-``FLUSH_CHUNK`` rows so that message persists interleave), with the read
-positions that moved. A crash loses at most that window of rows.
+response as the event itself. Durable rows (for ``GET /notifications`` and for
+counts after a restart) hold one *group* each: the members notified about an
+event with the same actions, so a message makes one to three rows whatever
+the size of the group. They are written off the send path, batched: all
+groups of every event evaluated during ``flush_delay_s`` go together
+(multi-row INSERTs, in transactions of at most ``FLUSH_CHUNK`` notified
+members so that message persists interleave), with the read positions that
+moved. A crash loses at most that window of rows.
 
 A read receipt (or the member's own event) sets their read position in the
 room; the notifications at or before it are dropped from the counts. Threaded
@@ -30,13 +32,14 @@ from twisted.internet import defer
 
 from homeserver.push.evaluator import EventContext, evaluate
 from homeserver.push.rule_service import PushRuleService
-from homeserver.storage.push import PushStore
+from homeserver.storage.push import PushStore, join_user_ids
 from homeserver.util.clock import Clock
 
 logger = logging.getLogger(__name__)
 
-#: Notification rows written per transaction by :meth:`NotificationService.flush`.
-FLUSH_CHUNK = 500
+#: Notified members (summed over the groups) written per transaction by
+#: :meth:`NotificationService.flush`; a group is never split.
+FLUSH_CHUNK = 20000
 #: Unread notifications tracked per (room, user); older ones only count.
 MAX_TRACKED = 1000
 #: Recent events remembered (event ID -> position / client dict) to resolve receipts.
@@ -146,6 +149,8 @@ class NotificationService:
             for receipts on events older than the recent-events window.
         fetch_events: ``async (event_ids) -> {event_id: client dict}`` for
             ``GET /notifications`` on events older than that window.
+        rooms_of: ``async (user_id) -> room IDs`` the user is or was in, where
+            ``GET /notifications`` looks; without it, it looks in every room.
     """
 
     def __init__(self, store: PushStore, rules: PushRuleService, rooms: RoomView, clock: Clock,
@@ -161,12 +166,14 @@ class NotificationService:
         self._flush_delay_s = flush_delay_s
         self.position_of = position_of
         self.fetch_events = fetch_events
+        self.rooms_of: Callable[[str], Awaitable[list[str]]] | None = None
         #: room_id -> user_id -> unread notifications (per room, so an event does one lookup).
         self._unread: dict[str, dict[str, _Unread]] = {}
         self._user_rooms: dict[str, set[str]] = {}
         self._read: dict[tuple[str, str], int] = {}
         self._recent: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
-        #: (room, user, stream ordering, event ID, actions JSON, highlight, is_call, ts) rows to write.
+        #: (room, stream ordering, grp, event ID, actions JSON, highlight, is_call, ts, user IDs)
+        #: groups to write (see PushStore.add_notifications).
         self._pending_rows: list[tuple] = []
         self._pending_read: dict[tuple[str, str], int] = {}
         self._flush_call: Any = None
@@ -186,8 +193,9 @@ class NotificationService:
         since = self._clock.time_msec() - RETENTION_MS
         read, rows = await self._store.load_unread(since)
         self._read = read
-        for room_id, user_id, so, highlight, is_call in rows:
-            self._unread_for(room_id, user_id).add(so, highlight, is_call)
+        for room_id, so, highlight, is_call, user_ids in rows:
+            for user_id in user_ids:
+                self._unread_for(room_id, user_id).add(so, highlight, is_call)
         self._prune_call = self._clock.looping_call(self._prune, PRUNE_INTERVAL_S, now=True)
 
     def _prune(self) -> "defer.Deferred[Any]":
@@ -319,9 +327,10 @@ class NotificationService:
         names = rooms.display_names(room_id)
         compiled = self._rules.compiled
         is_call = client.get("type") == "m.call.invite"
-        rows = self._pending_rows
         wanted = self.wanted
         room_unread = self._unread.setdefault(room_id, {})
+        # One stored row per distinct actions: most members share the default rule's.
+        groups: dict[str, tuple[bool, list[str]]] = {}
         for user_id in members:
             if user_id == sender:
                 continue
@@ -332,10 +341,17 @@ class NotificationService:
             if unread is None:
                 unread = self._unread_for(room_id, user_id)
             unread.add(so, rule.highlight, is_call)
-            rows.append((room_id, user_id, so, event_id, rule.actions_json, rule.highlight, is_call, now))
+            group = groups.get(rule.actions_json)
+            if group is None:
+                group = groups[rule.actions_json] = (rule.highlight, [])
+            group[1].append(user_id)
             if user_id in wanted:
                 out.append(Notification(room_id, user_id, event_id, so, client, rule.actions,
                                         rule.highlight, now))
+        rows = self._pending_rows
+        for grp, (actions_json, (highlight, user_ids)) in enumerate(groups.items()):
+            rows.append((room_id, so, grp, event_id, actions_json, highlight, is_call, now,
+                         join_user_ids(user_ids)))
 
     # --- durable rows --------------------------------------------------------------------
 
@@ -360,9 +376,15 @@ class NotificationService:
             # In chunks: SQLite has one writer, and a message's persist queued
             # behind one big transaction (500 members x a burst of messages)
             # would wait for all of it; between chunks it goes first.
-            while len(rows) > FLUSH_CHUNK:
-                await self._store.add_notifications(rows[:FLUSH_CHUNK], ())
-                del rows[:FLUSH_CHUNK]
+            while True:
+                end = members = 0
+                while end < len(rows) and members < FLUSH_CHUNK:
+                    members += rows[end][8].count("\n") - 1
+                    end += 1
+                if end == len(rows):
+                    break
+                await self._store.add_notifications(rows[:end], ())
+                del rows[:end]
             await self._store.add_notifications(rows, [(r, u, so) for (r, u), so in positions.items()])
         except Exception:
             logger.exception("saving %d notifications", len(rows))
@@ -380,7 +402,8 @@ class NotificationService:
                             only_highlight: bool) -> tuple[list[dict[str, Any]], int | None]:
         """A page of the user's notifications, newest first, and the next ``from`` position."""
         await self.flush()
-        rows = await self._store.get_notifications(user_id, before, limit, only_highlight)
+        rooms = await self.rooms_of(user_id) if self.rooms_of is not None else None
+        rows = await self._store.get_notifications(user_id, rooms, before, limit, only_highlight)
         events: dict[str, dict[str, Any]] = {}
         if self.fetch_events is not None:  # the event store: redactions applied
             events = await self.fetch_events([row.event_id for row in rows])

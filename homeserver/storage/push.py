@@ -1,4 +1,4 @@
-"""Push rules, pushers, notifications and read positions (tables of ``070_push.sql``)."""
+"""Push rules, pushers, notifications and read positions (tables of ``070_push.sql``, ``071_push_grouped``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -217,20 +217,20 @@ class PushStore:
 
     # --- notifications and read positions ---------------------------------------
 
-    async def add_notifications(self, rows: Sequence[tuple],
+    async def add_notifications(self, groups: Sequence[tuple],
                                 read_positions: Iterable[tuple[str, str, int]]) -> None:
-        """One transaction for a batch of notification rows and read positions.
+        """One transaction for a batch of notification groups and read positions.
 
-        A row is ``(room_id, user_id, stream_ordering, event_id, actions JSON,
-        highlight, is_call, ts)``.
+        A group is ``(room_id, stream_ordering, grp, event_id, actions JSON,
+        highlight, is_call, ts, user_ids)``: the members notified about one event
+        with the same actions, ``user_ids`` as made by :func:`join_user_ids`.
         """
         positions = list(read_positions)
 
         def fn(txn: Txn) -> None:
-            # A 100-member group makes ~100 rows per message: multi-row INSERTs, not one per row.
-            insert_many(txn, "push_notifications (room_id, user_id, stream_ordering, event_id, actions,"
-                        " highlight, is_call, ts)", rows,
-                        "ON CONFLICT (room_id, user_id, stream_ordering) DO NOTHING")
+            insert_many(txn, "push_notification_groups (room_id, stream_ordering, grp, event_id, actions,"
+                        " highlight, is_call, ts, user_ids)", groups,
+                        "ON CONFLICT (room_id, stream_ordering, grp) DO NOTHING")
             txn.executemany(
                 "INSERT INTO push_read_positions (room_id, user_id, stream_ordering) VALUES (?, ?, ?)"
                 " ON CONFLICT (room_id, user_id) DO UPDATE SET stream_ordering = excluded.stream_ordering"
@@ -238,48 +238,101 @@ class PushStore:
                 positions)
         await self.db.run(fn)
 
-    async def get_notifications(self, user_id: str, before: int | None, limit: int,
-                                only_highlight: bool) -> list[NotificationRow]:
-        """A user's notifications, newest first, strictly before stream position ``before``."""
-        def fn(txn: Txn) -> list[NotificationRow]:
-            sql = ("SELECT room_id, user_id, stream_ordering, event_id, actions, highlight, is_call, ts"
-                   " FROM push_notifications WHERE user_id = ?")
-            args: list[Any] = [user_id]
+    async def get_notifications(self, user_id: str, room_ids: Sequence[str] | None, before: int | None,
+                                limit: int, only_highlight: bool) -> list[NotificationRow]:
+        """A user's notifications, newest first, strictly before stream position ``before``.
+
+        Args:
+            room_ids: the rooms to look in (those the user is or was in); ``None``
+                looks in every room (one scan of the whole table in stream order:
+                fine for small servers and tests, see docs/push.md).
+        """
+        needle = "\n" + user_id + "\n"
+        # Exact, case-sensitive substring search (SQLite's LIKE ignores ASCII case).
+        contains = "instr(user_ids, ?) > 0" if self.db.engine_name == "sqlite" else "strpos(user_ids, ?) > 0"
+        cols = "room_id, stream_ordering, event_id, actions, highlight, is_call, ts"
+
+        def where(room: bool, floor: int | None) -> tuple[str, list[Any]]:
+            sql, args = contains, [needle]
+            if room:
+                sql += " AND room_id = ?"
             if before is not None:
                 sql += " AND stream_ordering < ?"
                 args.append(before)
+            if floor is not None:
+                sql += " AND stream_ordering > ?"
+                args.append(floor)
             if only_highlight:
                 sql += " AND highlight = ?"
                 args.append(True)
-            sql += " ORDER BY stream_ordering DESC LIMIT ?"
-            args.append(limit)
-            return [NotificationRow(r[0], r[1], int(r[2]), r[3], jsonutil.loads(r[4]), bool(r[5]),
-                                    bool(r[6]), int(r[7])) for r in txn.query(sql, args)]
-        return await self.db.run(fn)
+            return sql, args
+
+        def fn(txn: Txn) -> list[tuple]:
+            if room_ids is None:
+                cond, args = where(False, None)
+                return txn.query(f"SELECT {cols} FROM push_notification_groups WHERE {cond}"
+                                 " ORDER BY stream_ordering DESC LIMIT ?", [*args, limit])
+            # Per room, an index scan of (room_id, stream_ordering) backwards that stops
+            # at ``limit`` matches; UNION ALL of up to _ROOMS_PER_QUERY rooms per statement.
+            # Once ``limit`` rows are in hand, later statements only look above the
+            # oldest of them.
+            best: list[tuple] = []
+            for i in range(0, len(room_ids), _ROOMS_PER_QUERY):
+                floor = best[-1][1] if len(best) >= limit else None
+                cond, args = where(True, floor)
+                parts, params = [], []
+                for room_id in room_ids[i:i + _ROOMS_PER_QUERY]:
+                    parts.append(f"SELECT * FROM (SELECT {cols} FROM push_notification_groups WHERE {cond}"
+                                 " ORDER BY stream_ordering DESC LIMIT ?) AS r")
+                    params += [args[0], room_id, *args[1:], limit]
+                best += txn.query(" UNION ALL ".join(parts), params)
+                best.sort(key=lambda r: -int(r[1]))
+                del best[limit:]
+            return best
+
+        rows = await self.db.run(fn) if room_ids is None or room_ids else []
+        return [NotificationRow(r[0], user_id, int(r[1]), r[2], jsonutil.loads(r[3]), bool(r[4]), bool(r[5]),
+                                int(r[6])) for r in rows]
 
     async def load_unread(self, since_ts: int) -> tuple[dict[tuple[str, str], int],
-                                                       list[tuple[str, str, int, bool, bool]]]:
-        """Read positions, and the notification rows after them (for counts at start-up).
+                                                       list[tuple[str, int, bool, bool, list[str]]]]:
+        """Read positions, and the notifications after them (for counts at start-up).
 
         Returns:
-            ``{(room_id, user_id): read position}`` and ``(room_id, user_id,
-            stream_ordering, highlight, is_call)`` rows newer than ``since_ts``
-            that are not read, oldest first.
+            ``{(room_id, user_id): read position}`` and, for each group newer than
+            ``since_ts`` with members who have not read it, ``(room_id,
+            stream_ordering, highlight, is_call, those members)``, oldest first.
         """
-        def fn(txn: Txn) -> tuple[dict[tuple[str, str], int], list[tuple[str, str, int, bool, bool]]]:
+        def fn(txn: Txn) -> tuple[dict[tuple[str, str], int], list[tuple[str, int, bool, bool, list[str]]]]:
             read = {(r[0], r[1]): int(r[2]) for r in txn.query(
                 "SELECT room_id, user_id, stream_ordering FROM push_read_positions")}
-            rows = txn.query(
-                "SELECT n.room_id, n.user_id, n.stream_ordering, n.highlight, n.is_call"
-                " FROM push_notifications n LEFT JOIN push_read_positions r"
-                " ON r.room_id = n.room_id AND r.user_id = n.user_id"
-                " WHERE n.ts >= ? AND (r.stream_ordering IS NULL OR n.stream_ordering > r.stream_ordering)"
-                " ORDER BY n.stream_ordering", (since_ts,))
-            return read, [(r[0], r[1], int(r[2]), bool(r[3]), bool(r[4])) for r in rows]
+            out = []
+            get = read.get
+            for room_id, so, highlight, is_call, user_ids in txn.query(
+                    "SELECT room_id, stream_ordering, highlight, is_call, user_ids FROM push_notification_groups"
+                    " WHERE ts >= ? ORDER BY stream_ordering, grp", (since_ts,)):
+                so = int(so)
+                unread = [u for u in split_user_ids(user_ids) if so > get((room_id, u), 0)]
+                if unread:
+                    out.append((room_id, so, bool(highlight), bool(is_call), unread))
+            return read, out
         return await self.db.run(fn)
 
     async def prune_notifications(self, before_ts: int) -> int:
         def fn(txn: Txn) -> int:
-            txn.execute("DELETE FROM push_notifications WHERE ts < ?", (before_ts,))
+            txn.execute("DELETE FROM push_notification_groups WHERE ts < ?", (before_ts,))
             return txn.rowcount
         return await self.db.run(fn)
+
+
+#: Rooms per statement in :meth:`PushStore.get_notifications` (SQLite allows 500 UNION terms).
+_ROOMS_PER_QUERY = 100
+
+
+def join_user_ids(user_ids: Iterable[str]) -> str:
+    """The ``user_ids`` column: each ID between newlines (IDs cannot contain one)."""
+    return "\n" + "\n".join(user_ids) + "\n"
+
+
+def split_user_ids(value: str) -> list[str]:
+    return value.strip("\n").split("\n")
