@@ -2,7 +2,10 @@
 
 Served (each behind X-Matrix): ``make_join`` / v2 ``send_join``,
 ``make_leave`` / v2 ``send_leave``, ``event``, ``state_ids``, ``backfill``
-and ``get_missing_events``. Outbound, :class:`RemoteMembership` is the hook
+and ``get_missing_events``. The last three serve only to a server with a
+member (joined or invited) in the room, and apply history visibility for
+that server (:meth:`Visibility.hidden_from_server`): events it may not see
+go out redacted, with their hashes and signatures, so they still verify. Outbound, :class:`RemoteMembership` is the hook
 ``homeserver.rooms.membership`` calls when a local user joins or leaves a
 room this server is not (or no longer) in: make_join → fill in, hash and
 sign → send_join → check every returned state and auth-chain event
@@ -30,6 +33,8 @@ from homeserver.core.signing import SignatureError, add_hashes_and_signatures, s
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.persist import EventContext
 from homeserver.rooms.restricted import RestrictedJoins
+from homeserver.rooms.visibility import Visibility
+from homeserver.storage.events import StoredEvent
 from homeserver.util.clock import Clock
 from homeserver.util.ids import random_string
 
@@ -60,9 +65,11 @@ class MembershipServlets:
     """Served membership and read endpoints."""
 
     def __init__(self, server_name: str, bridge: RoomsBridge, builder: EventBuilder, get_key: GetKey,
-                 fanout: FanOut, clock: Clock, restricted: RestrictedJoins, signing_key: SigningKey) -> None:
+                 fanout: FanOut, clock: Clock, restricted: RestrictedJoins, signing_key: SigningKey,
+                 visibility: Visibility) -> None:
         self._server_name = server_name
         self._bridge = bridge
+        self._visibility = visibility
         self._builder = builder
         self._get_key = get_key
         self._fanout = fanout
@@ -89,8 +96,20 @@ class MembershipServlets:
         return room
 
     def _in_room(self, room: Any, origin: str) -> None:
+        # The spec answers 403 to "a host not in the room"; even world-readable rooms are not
+        # open to other servers here, as federation has no peeking.
         if not any(domain(u) == origin for u in room.joined | room.invited):
             raise forbidden(f"{origin} has no member in this room")
+
+    async def _served(self, room: Any, origin: str, events: Sequence[StoredEvent]) -> list[dict[str, Any]]:
+        """The events as ``origin`` may have them: redacted where history visibility hides them
+        from it, or where a redaction applies (the redacted form keeps hashes and signatures)."""
+        hidden = await self._visibility.hidden_from_server(origin, room, [e.event for e in events])
+        out = []
+        for stored in events:
+            ev = stored.event
+            out.append(_pdu(ev.redacted() if ev.event_id in hidden or stored.redacted_because is not None else ev))
+        return out
 
     async def _make(self, request: ApiRequest, origin: str, membership: str) -> dict[str, Any]:
         room_id, user_id = request.path_params["room_id"], request.path_params["user_id"]
@@ -208,7 +227,7 @@ class MembershipServlets:
         room = await self._room_for(found.room_id, origin)
         self._in_room(room, origin)
         return {"origin": self._server_name, "origin_server_ts": self._clock.time_msec(),
-                "pdus": [_pdu(found.event)]}
+                "pdus": await self._served(room, origin, [found])}
 
     async def state_ids(self, request: ApiRequest, origin: str) -> dict[str, Any]:
         """GET /_matrix/federation/v1/state_ids/{roomId}: state IDs at an event and their auth chain ("Retrieving events")."""
@@ -231,7 +250,7 @@ class MembershipServlets:
         start = request.args.get("v") or []
         events = await self._walk(start[:20], set(), limit, include_start=True)
         return {"origin": self._server_name, "origin_server_ts": self._clock.time_msec(),
-                "pdus": [_pdu(e) for e in events]}
+                "pdus": await self._served(room, origin, events)}
 
     async def get_missing_events(self, request: ApiRequest, origin: str) -> dict[str, Any]:
         """POST /_matrix/federation/v1/get_missing_events/{roomId}: fill a gap in the DAG ("Retrieving events")."""
@@ -246,12 +265,12 @@ class MembershipServlets:
         min_depth = body.get("min_depth", 0) if isinstance(body.get("min_depth"), int) else 0
         events = await self._walk([e for e in latest[:20] if isinstance(e, str)],
                                   {e for e in earliest[:100] if isinstance(e, str)}, limit, min_depth=min_depth)
-        return {"events": [_pdu(e) for e in sorted(events, key=lambda e: e.depth)]}
+        return {"events": await self._served(room, origin, sorted(events, key=lambda e: e.event.depth))}
 
     async def _walk(self, start: list[str], stop: set[str], limit: int, include_start: bool = False,
-                    min_depth: int = 0) -> list[Event]:
+                    min_depth: int = 0) -> list[StoredEvent]:
         """Breadth-first back through prev_events, newest first, skipping outliers and rejected events."""
-        out: list[Event] = []
+        out: list[StoredEvent] = []
         seen = set(start) | stop
         frontier = list(start) if include_start else []
         if not include_start:
@@ -265,7 +284,7 @@ class MembershipServlets:
                 st = found.get(eid)
                 if st is None or st.event.depth < min_depth:
                     continue
-                out.append(st.event)
+                out.append(st)
                 if len(out) >= limit:
                     break
                 for p in st.event.prev_event_ids:

@@ -424,8 +424,8 @@ class HomeServer:
         TransactionServlets(self.federation_transactions, __version__).register(
             self.federation_routes, self.federation_router)
         MembershipServlets(self.server_name, self.federation_rooms, self.event_builder, self.keyring.get_verify_key,
-                           self.federation_fanout, clock, self.restricted_joins, self.signing_key
-                           ).register(self.federation_routes)
+                           self.federation_fanout, clock, self.restricted_joins, self.signing_key,
+                           self.visibility).register(self.federation_routes)
         self.federation_queries = QueryServlets(self.server_name, self.signing_key, self.federation_rooms,
                                                 self.room_store, self.profiles, self.directory,
                                                 self.keyring.get_verify_key, self.federation_rooms.persist_invite)

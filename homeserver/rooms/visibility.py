@@ -17,17 +17,33 @@ the state *after* each event, so a user sees their own join):
 
 :meth:`Visibility.check_can_read_room` is the room-level gate: a user who
 was never in a non-world-readable room reads nothing of it (M_FORBIDDEN).
+
+:meth:`Visibility.hidden_from_server` applies the same rules to a server
+(federation ``/event``, ``/backfill``, ``/get_missing_events``), counting
+all of its users: the events it names are served redacted, not dropped, so
+the requesting server can still verify them and its DAG has no holes.
+State events are never hidden (every server in the room resolves and
+authorises with them). For ``shared``, "the reader joined at some point
+after the event" becomes "the server has a user joined now", as for users.
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 from homeserver.api.errors import forbidden
+from homeserver.core.events import Event
 from homeserver.rooms.state_cache import RoomState
 from homeserver.storage.events import EventStore, StoredEvent
 from homeserver.storage.state import StateStore
 
 HV = ("m.room.history_visibility", "")
+#: Above this many membership keys a state lookup reads whole (cached) state groups
+#: rather than one SQL condition per key.
+MAX_KEYS_PER_QUERY = 100
+
+
+def _server_of(user_id: str) -> str:
+    return user_id.partition(":")[2]
 
 
 class Visibility:
@@ -62,7 +78,7 @@ class Visibility:
         if groups is None:
             groups = await self._state.get_event_groups([e.event_id for e in events], room.room_id)
         values = await self._values(room.room_id, {groups[e.event_id][2] for e in events if e.event_id in groups},
-                                    user_id)
+                                    [user_id] if user_id is not None else [])
         out = []
         for stored in events:
             ev = stored.event
@@ -70,7 +86,8 @@ class Visibility:
                 out.append(stored)
                 continue
             g = groups.get(ev.event_id)
-            hv, membership = values.get(g[2], ("shared", None)) if g else ("shared", None)
+            hv, memberships = values.get(g[2], ("shared", [])) if g else ("shared", [])
+            membership = memberships[0] if memberships else None
             if hv == "world_readable":
                 out.append(stored)
             elif user_id is None:
@@ -83,22 +100,58 @@ class Visibility:
                 out.append(stored)
         return out
 
-    async def _values(self, room_id: str, groups: set[int], user_id: str | None) -> dict[int, tuple[str, str | None]]:
-        """``group -> (history_visibility, the user's membership)``."""
-        keys = [HV] + ([("m.room.member", user_id)] if user_id is not None else [])
-        maps = await self._state.get_groups_values(room_id, groups, keys)
-        wanted = set()
-        for m in maps.values():
-            if HV in m:
-                wanted.add(m[HV])
-            if user_id is not None and ("m.room.member", user_id) in m:
-                wanted.add(m[("m.room.member", user_id)])
-        found = await self._events.get_events(wanted, allow_rejected=True)
-        out: dict[int, tuple[str, str | None]] = {}
+    async def hidden_from_server(self, server_name: str, room: RoomState, events: Sequence[Event],
+                                 groups: Mapping[str, tuple[str, int, int]] | None = None) -> set[str]:
+        """The IDs of the events ``server_name`` may only see redacted.
+
+        Per non-state event, with the state after it (as for users): visible
+        if ``world_readable``; if one of the server's users is joined there;
+        if ``shared`` and one of them is joined now; if ``invited`` and one
+        of them is invited there. Events without known state (outliers)
+        count as ``shared``.
+        """
+        timeline = [e for e in events if not e.is_state()]
+        if not timeline:
+            return set()
+        # Every user of the server that ever had a membership here: member keys never leave the state.
+        users = [k[1] for k in room.state if k[0] == "m.room.member" and _server_of(k[1]) == server_name]
+        joined_now = any(u in room.joined for u in users)
+        if groups is None:
+            groups = await self._state.get_event_groups([e.event_id for e in timeline], room.room_id)
+        values = await self._values(room.room_id, {groups[e.event_id][2] for e in timeline if e.event_id in groups},
+                                    users)
+        hidden = set()
+        for ev in timeline:
+            g = groups.get(ev.event_id)
+            hv, memberships = values.get(g[2], ("shared", [])) if g else ("shared", [])
+            if hv == "world_readable" or "join" in memberships:
+                continue
+            if hv == "shared" and joined_now:
+                continue
+            if hv == "invited" and "invite" in memberships:
+                continue
+            hidden.add(ev.event_id)
+        return hidden
+
+    async def _values(self, room_id: str, groups: set[int], user_ids: Sequence[str]
+                      ) -> dict[int, tuple[str, list[str]]]:
+        """``group -> (history_visibility, the memberships the given users have there)``."""
+        keys = [HV] + [("m.room.member", u) for u in user_ids]
+        if len(keys) > MAX_KEYS_PER_QUERY:
+            wanted_keys = set(keys)
+            full = await self._state.get_groups_state([(room_id, g) for g in groups])
+            maps = {g: {k: v for k, v in m.items() if k in wanted_keys} for g, m in full.items()}
+        else:
+            maps = await self._state.get_groups_values(room_id, groups, keys)
+        found = await self._events.get_events({e for m in maps.values() for e in m.values()}, allow_rejected=True)
+        out: dict[int, tuple[str, list[str]]] = {}
         for g, m in maps.items():
             hv_ev = found.get(m.get(HV, ""))
             hv = hv_ev.event.content.get("history_visibility") if hv_ev else None
-            mem_ev = found.get(m.get(("m.room.member", user_id or ""), ""))
-            membership = mem_ev.event.membership if mem_ev else None
-            out[g] = (hv if isinstance(hv, str) else "shared", membership)
+            memberships = []
+            for k, eid in m.items():
+                mem_ev = found.get(eid) if k != HV else None
+                if mem_ev is not None and mem_ev.event.membership is not None:
+                    memberships.append(mem_ev.event.membership)
+            out[g] = (hv if isinstance(hv, str) else "shared", memberships)
         return out
