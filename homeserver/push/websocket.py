@@ -46,11 +46,11 @@ from twisted.web import server
 
 from homeserver.api.errors import MatrixError
 from homeserver.api.http import ApiRequest, Router, error_response
+from homeserver.storage.users import hash_token
 from homeserver.sync.builder import SyncBuilder, SyncRequest
 from homeserver.sync.config import SyncConfig
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.presence import PresenceService
-from homeserver.storage.users import hash_token
 from homeserver.sync.tokens import StreamToken
 from homeserver.util import json as jsonutil
 from homeserver.util.clock import Clock

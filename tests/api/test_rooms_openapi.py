@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import pytest_twisted
 
-from room_helpers import V1, V3, create, users
+from room_helpers import V1, V3, users
 
 SPEC = os.environ.get("MATRIX_SPEC_OPENAPI", "/work/shared/matrix-spec/openapi/client-server.json")
 

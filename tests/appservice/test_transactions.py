@@ -6,7 +6,7 @@ from urllib.parse import quote
 import pytest_twisted
 
 import support
-from fake_appservice import AS_TOKEN, HS_TOKEN
+from fake_appservice import HS_TOKEN
 
 AS_LOGIN = "m.login.application_service"
 C = "/_matrix/client/v3"

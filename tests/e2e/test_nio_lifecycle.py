@@ -11,7 +11,6 @@ import io
 from typing import Any
 
 import nio
-import pytest
 import pytest_twisted
 
 from media_support import png, wav

@@ -215,7 +215,7 @@ async def test_slow_reader_is_closed_with_4008(tmp_path, database_url):
 @pytest_twisted.ensureDeferred
 async def test_members_get_one_message_each_with_their_own_counts(hs):
     """Several sockets woken by one message (the shared-body path): same event, own unread counts."""
-    from room_helpers import create, send
+    from room_helpers import create
     alice = await _user(hs, "alice")
     others = [await _user(hs, name) for name in ("bob", "carol", "dave")]
     room = await create(alice, preset="public_chat")
