@@ -403,6 +403,8 @@ class RoomHistory:
         roots = await self.events.get_thread_roots(room_id, user_id if include == "participated" else None,
                                                    before, limit + 1)
         stored = await self.events.get_events_as_list([r[0] for r in roots[:limit]], allow_outlier=False)
+        # A relation received over federation may name a root in another room: never list it here.
+        stored = [e for e in stored if e.room_id == room_id]
         visible = await self.visibility.filter_events(user_id, room, stored)
         body: dict[str, Any] = {"chunk": await self.serialize(user_id, room_id, visible)}
         if len(roots) > limit:

@@ -175,3 +175,25 @@ async def test_aliases_directory_and_summary(hs):
     assert (await carol.request("DELETE", f"{V3}/directory/room/{alias}"))[0] == 403
     assert (await alice.request("DELETE", f"{V3}/directory/room/{alias}"))[0] == 200
     assert (await bob.get(f"{V3}/directory/room/{alias}"))[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_threads_never_list_a_root_from_another_room(hs):
+    """A thread relation naming a root in another room (only a remote server could send one) stays hidden."""
+    alice, bob = await users(hs, "alice", "bob")
+    secret_room = await create(alice)
+    status, secret = await send(alice, secret_room, "alice's secret")
+    assert status == 200
+    bobs_room = await create(bob)
+    status, reply = await send(bob, bobs_room, "a reply")
+    assert status == 200
+    stored = await hs.event_store.get_event(reply["event_id"])
+
+    def plant(txn):  # what a forged federated relation would have written
+        txn.execute("INSERT INTO event_relations (room_id, event_id, relates_to_id, rel_type, event_type, sender,"
+                    " aggregation_key, stream_ordering, topological_ordering) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (bobs_room, reply["event_id"], secret["event_id"], "m.thread", "m.room.message", bob.user_id,
+                     None, stored.stream_ordering, stored.topological_ordering))
+    await hs.db.run(plant)
+    status, threads = await bob.get(f"{V1}/rooms/{bobs_room}/threads")
+    assert status == 200 and threads["chunk"] == []
