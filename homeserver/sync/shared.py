@@ -84,14 +84,24 @@ class SharedBodies:
         self.shared_count = 0
         self.built_count = 0
         self._filters: dict[SyncFilter, int] = {}
+        self._by_identity: dict[int, tuple[SyncFilter, int]] = {}
 
     def _filter_key(self, f: SyncFilter) -> int:
+        # Connections reuse their parsed filter object: look it up by identity
+        # before hashing the (nested, frozen) dataclass.
+        known = self._by_identity.get(id(f))
+        if known is not None and known[0] is f:
+            return known[1]
         key = self._filters.get(f)
         if key is None:
             if len(self._filters) >= MAX_FILTERS:
                 self._filters.clear()
+                self._by_identity.clear()
                 self._entries.clear()
             key = self._filters[f] = len(self._filters) + 1
+        if len(self._by_identity) >= MAX_FILTERS:
+            self._by_identity.clear()
+        self._by_identity[id(f)] = (f, key)
         return key
 
     def _entry(self, since: StreamToken, upto: StreamToken, f: SyncFilter) -> _Entry:
