@@ -14,6 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
+from twisted.internet import defer
+
 from homeserver.sync.account_data import AccountDataService
 from homeserver.sync.device_lists import DeviceListTracker
 from homeserver.sync.events import SyncEvent
@@ -67,6 +69,8 @@ class SyncRequest:
     set_presence: str | None = None
 
 
+#: Initial (full) syncs built at the same time; more wait their turn.
+MAX_FULL_BUILDS = 4
 #: Lazy-loaded members already sent, remembered per device for this many rooms.
 LL_CACHE_ROOMS = 200
 
@@ -90,9 +94,24 @@ class SyncBuilder:
         #: Bodies many members share (one new message in a group), encoded once.
         self.shared = SharedBodies(recent, membership, unread, to_device, self.lazy_members_sent)
         self._ll_sent: OrderedDict[tuple[str, str | None], dict[str, set[str]]] = OrderedDict()
+        self._full_builds = defer.DeferredSemaphore(MAX_FULL_BUILDS)
 
     async def build(self, req: SyncRequest, upto: StreamToken) -> tuple[dict[str, Any], bool]:
-        """The response body for ``req`` up to ``upto``, and whether it carries nothing new."""
+        """The response body for ``req`` up to ``upto``, and whether it carries nothing new.
+
+        Full builds (initial syncs) run at most ``MAX_FULL_BUILDS`` at a time: a
+        crowd of clients starting together (a restart, a benchmark) would
+        otherwise hold every half-built body in memory at once.
+        """
+        if req.since is not None and not req.full_state:
+            return await self._build(req, upto)
+        await self._full_builds.acquire()
+        try:
+            return await self._build(req, upto)
+        finally:
+            self._full_builds.release()
+
+    async def _build(self, req: SyncRequest, upto: StreamToken) -> tuple[dict[str, Any], bool]:
         since = req.since
         f = req.filter
         if since is not None and any(getattr(since, k) > getattr(upto, k) for k in STREAMS):

@@ -216,3 +216,35 @@ async def test_lazy_loading_shares_once_every_device_has_the_senders_member_even
     await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "fourth"})
     redundant = parse_filter({"room": {"state": {"lazy_load_members": True, "include_redundant_members": True}}})
     assert all(a is None for a in (await _check_all(hs, users, since, redundant)).values())
+
+
+@pytest_twisted.ensureDeferred
+async def test_initial_syncs_are_built_a_few_at_a_time(hs):
+    """A crowd of initial syncs is built MAX_FULL_BUILDS at a time; incremental ones never wait."""
+    from twisted.internet import defer
+
+    from homeserver.sync.builder import MAX_FULL_BUILDS
+    builder = hs.sync_builder
+    running, most, gates = 0, 0, []
+
+    async def slow_build(req, upto):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        gate: defer.Deferred[None] = defer.Deferred()
+        gates.append(gate)
+        await gate
+        running -= 1
+        return {"next_batch": str(upto)}, False
+
+    builder._build = slow_build
+    upto = hs.notifier.current_token()
+    initial = [defer.ensureDeferred(builder.build(SyncRequest(f"@u{i}:x", "D", None, DEFAULT_FILTER), upto))
+               for i in range(MAX_FULL_BUILDS + 3)]
+    assert running == MAX_FULL_BUILDS
+    incremental = defer.ensureDeferred(builder.build(SyncRequest("@v:x", "D", upto, DEFAULT_FILTER), upto))
+    assert running == MAX_FULL_BUILDS + 1  # not queued behind the initial ones
+    while gates:
+        gates.pop(0).callback(None)
+    await defer.gatherResults([*initial, incremental])
+    assert most == MAX_FULL_BUILDS + 1 and running == 0
