@@ -258,6 +258,7 @@ class HomeServer:
         self.device_list_store = DeviceListStore(self.db)
         self.filter_store = FilterStore(self.db)
         self.account_data = AccountDataService(self.account_data_store, self.notifier)
+        self.notifications.ignored_by = self.room_history.ignored_by = self.account_data.ignored_by
         self.receipts = ReceiptService(self.receipt_store, self.member_index, self.notifier, self.clock)
         self.typing = TypingService(self.clock, self.member_index, self.notifier)
         self.presence = PresenceService(PresenceStore(self.db), self.member_index, self.notifier, self.clock,
@@ -518,6 +519,7 @@ class HomeServer:
         for store in (self.account_data_store, self.receipt_store, self.to_device_store,
                       self.device_list_store):
             await store.load()
+        await self.account_data.load()
         self.notifier.set_position("account_data", self.account_data_store.stream.current())
         self.notifier.set_position("receipts", self.receipt_store.stream.current())
         self.notifier.set_position("to_device", self.to_device_store.stream.current())

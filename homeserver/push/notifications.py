@@ -151,6 +151,8 @@ class NotificationService:
             ``GET /notifications`` on events older than that window.
         rooms_of: ``async (user_id) -> room IDs`` the user is or was in, where
             ``GET /notifications`` looks; without it, it looks in every room.
+        ignored_by: ``user_id -> the users they ignore`` (``m.ignored_user_list``, no I/O):
+            their events neither notify nor count for that user.
     """
 
     def __init__(self, store: PushStore, rules: PushRuleService, rooms: RoomView, clock: Clock,
@@ -167,6 +169,7 @@ class NotificationService:
         self.position_of = position_of
         self.fetch_events = fetch_events
         self.rooms_of: Callable[[str], Awaitable[list[str]]] | None = None
+        self.ignored_by: Callable[[str], Container[str]] = lambda user_id: ()
         #: room_id -> user_id -> unread notifications (per room, so an event does one lookup).
         self._unread: dict[str, dict[str, _Unread]] = {}
         self._user_rooms: dict[str, set[str]] = {}
@@ -331,9 +334,10 @@ class NotificationService:
         room_unread = self._unread.setdefault(room_id, {})
         # One stored row per distinct actions: most members share the default rule's.
         groups: dict[str, tuple[bool, list[str]]] = {}
+        ignored_by = self.ignored_by
         for user_id in members:
-            if user_id == sender:
-                continue
+            if user_id == sender or sender in ignored_by(user_id):
+                continue  # module "Ignoring Users": no notification, no unread count
             rule = evaluate(ctx, compiled(user_id), user_id, names.get(user_id))
             if rule is None or not rule.notify:
                 continue

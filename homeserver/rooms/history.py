@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Collection, Protocol, Sequence
 
 from homeserver.api.errors import MatrixError, forbidden, not_found
 from homeserver.rooms.format import client_event
@@ -118,6 +118,8 @@ class RoomHistory:
         self.clock = clock
         #: Older history from other servers (None: federation off).
         self.remote: RemoteHistory | None = None
+        #: user -> the users they ignore (``m.ignored_user_list``; server.py wires account data).
+        self.ignored_by: Callable[[str], Collection[str]] = lambda user_id: ()
 
     async def readable_room(self, user_id: str | None, room_id: str) -> tuple[RoomState, str | None]:
         room = await self.cache.get(room_id)
@@ -175,6 +177,8 @@ class RoomHistory:
             exhausted), and the key after the last scanned event (always set).
         """
         out: list[StoredEvent] = []
+        # Module "Ignoring Users": the reader's ignored senders' non-state events are left out.
+        ignored = self.ignored_by(user_id) if user_id is not None else ()
         for _ in range(MAX_SCAN_ROUNDS):
             want = limit - len(out)
             ids, groups, children = await self.events.db.run(self._page_txn, room.room_id, key, direction,
@@ -186,8 +190,9 @@ class RoomHistory:
             batch = batch[:want]
             if not batch:
                 return out, None, key
-            out.extend(await self.visibility.filter_events(user_id, room, [e for e in batch if flt.matches(e)],
-                                                           groups))
+            matching = [e for e in batch if flt.matches(e)
+                        and not (ignored and e.event.sender in ignored and not e.event.is_state())]
+            out.extend(await self.visibility.filter_events(user_id, room, matching, groups))
             last = batch[-1]
             key = (last.topological_ordering, last.stream_ordering - 1) if direction == "b" else \
                 (last.topological_ordering, last.stream_ordering)

@@ -43,6 +43,13 @@ class AccountDataStore:
             (user_id, room_id, data_type)))
         return jsonutil.loads(raw) if raw is not None else None
 
+    async def get_all_global(self, data_type: str) -> list[tuple[str, dict[str, Any]]]:
+        """``(user_id, content)`` of every user's global entry of ``data_type``."""
+        rows = await self._db.run(lambda txn: txn.query(
+            "SELECT user_id, content FROM account_data WHERE room_id = ? AND data_type = ?",
+            (GLOBAL, data_type)))
+        return [(user_id, jsonutil.loads(content)) for user_id, content in rows]
+
     async def get_changed(self, user_id: str, since: int, upto: int
                           ) -> dict[str, dict[str, dict[str, Any]]]:
         """``{room_id ('' = global): {type: content}}`` changed in (since, upto]."""

@@ -92,7 +92,8 @@ class SyncBuilder:
         self.device_lists = device_lists
         self.unread = unread
         #: Bodies many members share (one new message in a group), encoded once.
-        self.shared = SharedBodies(recent, membership, unread, to_device, self.lazy_members_sent)
+        self.shared = SharedBodies(recent, membership, unread, to_device, self.lazy_members_sent,
+                                   account_data.ignored_by, account_data.ignores_changed_after)
         self._ll_sent: OrderedDict[tuple[str, str | None], dict[str, set[str]]] = OrderedDict()
         self._full_builds = defer.DeferredSemaphore(MAX_FULL_BUILDS)
 
@@ -178,6 +179,7 @@ class SyncBuilder:
         newly_unshared: set[str] = set()
         f = req.filter
         memberships = await self.user_rooms.get(req.user_id)
+        ignored = self.account_data.ignored_by(req.user_id)
         since_ev = since.events if since else 0
         joined = [r for r, m in memberships.items() if m.membership == "join"]
         windows = await self._windows(req, memberships, since, upto, initial)
@@ -200,6 +202,8 @@ class SyncBuilder:
             elif info.membership in ("invite", "knock"):
                 if changed and self.rooms is not None:
                     stripped = await self.rooms.stripped_state(room_id, info.event_id)
+                    if info.membership == "invite" and _inviter(stripped, req.user_id) in ignored:
+                        continue  # spec: invites from ignored users are not sent
                     key = "invite_state" if info.membership == "invite" else "knock_state"
                     section = "invite" if info.membership == "invite" else "knock"
                     out[section][room_id] = {key: {"events": stripped}}
@@ -282,6 +286,7 @@ class SyncBuilder:
         elif not f.timeline.matches_nothing:
             events, limited = await self._timeline(room_id, since_ev, upto.events, f.timeline_limit,
                                                    req.user_id, full)
+        events = self._unignored(req.user_id, events)
         ephemeral = []
         if not f.ephemeral.matches_nothing:
             if since is None or req.full_state or self.typing.changed_since(room_id, since.typing):
@@ -407,6 +412,7 @@ class SyncBuilder:
         since_ev = since.events if since is not None and not req.full_state else 0
         events, limited = await self._timeline(room_id, since_ev, info.stream_ordering, f.timeline_limit,
                                                req.user_id, True)
+        events = self._unignored(req.user_id, events)
         upto = StreamToken(events=info.stream_ordering)
         state = await self._state(req, room_id, events, limited, since, upto, True)
         room_ad = [{"type": t, "content": c} for t, c in changed_ad.get(room_id, {}).items()]
@@ -421,9 +427,26 @@ class SyncBuilder:
                 room_id, events[0] if events else None, info.stream_ordering)
         return room
 
+    def _unignored(self, user_id: str, events: list[SyncEvent]) -> list[SyncEvent]:
+        """``events`` without the non-state events of senders ``user_id`` ignores
+        (client-server module "Ignoring Users": state events still go out)."""
+        ignored = self.account_data.ignored_by(user_id)
+        if not ignored:
+            return events
+        return [e for e in events if e.is_state or e.sender not in ignored]
+
     def _format(self, req: SyncRequest, event: SyncEvent) -> dict[str, Any]:
         value = event.for_viewer(req.user_id, req.device_id, req.filter.event_format)
         return req.filter.project(value) if req.filter.event_fields is not None else value
+
+
+def _inviter(stripped: list[dict[str, Any]], user_id: str) -> str | None:
+    """The sender of ``user_id``'s invite among an invite's stripped state (the last member event)."""
+    for event in reversed(stripped):
+        if event.get("type") == "m.room.member" and event.get("state_key") == user_id:
+            sender = event.get("sender")
+            return sender if isinstance(sender, str) else None
+    return None
 
 
 def _limit(value: int | None) -> int | None:

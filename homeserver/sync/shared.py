@@ -21,6 +21,8 @@ which holds when, between ``since`` and ``upto``:
   client (their own device would get ``unsigned.transaction_id``);
 - the device has no delivered to-device messages that this ``since``
   acknowledges (the ordinary build deletes those);
+- the member ignores none of the senders of those events (``m.ignored_user_list``:
+  their ordinary build drops those events, and a body built for them is never kept);
 - the filter is the same, and the request is not ``full_state``;
 - with lazy-loaded members (what Element and matrix-js-sdk ask for): the
   timeline is not limited, redundant members are not asked for, and this
@@ -69,12 +71,20 @@ _UNSHARED = _Entry("", frozenset(), frozenset())
 
 #: ``(user_id, device_id, room_id)`` -> members already lazy-loaded to that device, if known.
 LazyMembersSent = Callable[[str, "str | None", str], "Collection[str] | None"]
+#: ``user_id`` -> the users they ignore (no I/O).
+IgnoredBy = Callable[[str], "frozenset[str]"]
+#: ``(user_id, account data position)`` -> whether their ignore list changed after it.
+IgnoresChanged = Callable[[str, int], bool]
 
 
 class SharedBodies:
     def __init__(self, recent: RecentEvents, membership: MembershipIndex, unread: UnreadCounter,
-                 to_device: ToDeviceService, lazy_members_sent: LazyMembersSent) -> None:
+                 to_device: ToDeviceService, lazy_members_sent: LazyMembersSent,
+                 ignored_by: IgnoredBy = lambda user_id: frozenset(),
+                 ignores_changed: IgnoresChanged = lambda user_id, position: False) -> None:
         self._recent = recent
+        self._ignored_by = ignored_by
+        self._ignores_changed = ignores_changed
         self._lazy_members_sent = lazy_members_sent
         self._to_device = to_device
         self._membership = membership
@@ -137,6 +147,8 @@ class SharedBodies:
         entry = self._entry(since, upto, f)
         if entry.prefix is None or user_id in entry.txn_senders:
             return None
+        if self._ignores_a_sender(user_id, entry):
+            return None
         if not self._membership.is_joined(entry.room_id, user_id):
             return None
         if self._to_device.acknowledges(user_id, device_id, since.to_device):
@@ -150,6 +162,10 @@ class SharedBodies:
         self.shared_count += 1
         return entry.prefix + counts + entry.suffix
 
+    def _ignores_a_sender(self, user_id: str, entry: _Entry) -> bool:
+        ignored = self._ignored_by(user_id)
+        return bool(ignored) and not ignored.isdisjoint(entry.senders)
+
     def remember(self, user_id: str, since: StreamToken | None, upto: StreamToken, f: SyncFilter,
                  body: dict[str, Any], full_state: bool = False) -> None:
         """Keep ``body`` (built for ``user_id``) for the other members, if it is shareable."""
@@ -159,6 +175,10 @@ class SharedBodies:
         assert since is not None
         entry = self._entry(since, upto, f)
         if entry is _UNSHARED or entry.prefix is not None or user_id in entry.txn_senders:
+            return
+        if self._ignores_a_sender(user_id, entry) or self._ignores_changed(user_id, upto.account_data):
+            # Their body lacks the ignored senders' events (or was built with a list that
+            # changed while it was being built).
             return
         if body.keys() != {"rooms", "next_batch"} or body["next_batch"] != str(upto):
             return

@@ -248,3 +248,41 @@ async def test_initial_syncs_are_built_a_few_at_a_time(hs):
         gates.pop(0).callback(None)
     await defer.gatherResults([*initial, incremental])
     assert most == MAX_FULL_BUILDS + 1 and running == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_member_who_ignores_the_sender_builds_a_body_without_the_event(hs):
+    """m2 ignores m0: m2 never gets the shared body, and m2's body (without m0's message) is
+    never the template; the others share theirs, still byte-identical to their ordinary builds."""
+    room, users = await _group(hs, 5)
+    ignorer = users[2]
+    await hs.account_data.put(ignorer, None, "m.ignored_user_list", {"ignored_users": {users[0]: {}}})
+    shared = hs.sync_builder.shared
+
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "from m0"})
+    answers = await _check_all(hs, [users[3], ignorer, users[1], users[4]], since)
+    assert answers[ignorer] is None  # a template exists (m3's), but not for m2
+    assert answers[users[1]] is not None and answers[users[4]] is not None
+    timeline = jsonutil.loads(answers[users[4]])["rooms"]["join"][room]["timeline"]["events"]
+    assert [e["content"]["body"] for e in timeline] == ["from m0"]
+    own, _ = await hs.sync_builder.build(SyncRequest(ignorer, "DEV", since, DEFAULT_FILTER),
+                                         hs.notifier.current_token())
+    assert "rooms" not in own  # the only new event is ignored: nothing for this room
+
+    # m0 and m1 speak; m2 builds first: a body with m1's message only, which must not be kept.
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[0], room, "m.room.message", {"msgtype": "m.text", "body": "m0 again"})
+    await hs.event_sender.send(users[1], room, "m.room.message", {"msgtype": "m.text", "body": "from m1"})
+    answers = await _check_all(hs, [ignorer, users[3], users[4]], since)  # byte equality for m3, m4
+    assert answers[ignorer] is None and answers[users[3]] is None and answers[users[4]] is not None
+    own, _ = await hs.sync_builder.build(SyncRequest(ignorer, "DEV", since, DEFAULT_FILTER),
+                                         hs.notifier.current_token())
+    assert [e["content"]["body"] for e in own["rooms"]["join"][room]["timeline"]["events"]] == ["from m1"]
+    assert shared.lookup(ignorer, "DEV", since, hs.notifier.current_token(), DEFAULT_FILTER) is None
+
+    # Only m1 (not ignored) speaks: m2 shares again.
+    since = hs.notifier.current_token()
+    await hs.event_sender.send(users[1], room, "m.room.message", {"msgtype": "m.text", "body": "m1 again"})
+    answers = await _check_all(hs, [users[3], ignorer, users[4]], since)
+    assert answers[ignorer] is not None and answers[users[4]] is not None
