@@ -184,3 +184,25 @@ async def test_ignore_lists_are_loaded_at_start_up(hs):
     await fresh.load()
     assert fresh.ignored_by(bob.user_id) == {alice.user_id, carol.user_id}
     assert fresh.ignored_by(carol.user_id) == frozenset() and fresh.ignored_by(alice.user_id) == frozenset()
+
+
+@pytest_twisted.ensureDeferred
+async def test_typing_and_receipts_of_ignored_users_are_left_out(hs):
+    alice, bob, carol, room = await _group(hs)
+    status, sent = await send(carol, room, "read me")
+    assert status == 200
+    await _ignore(bob, alice)
+    since = (await _sync(bob))["next_batch"]
+    for c in (alice, carol):
+        assert (await c.put(f"{V3}/rooms/{room}/typing/{c.user_id}", {"typing": True, "timeout": 30000}))[0] == 200
+        assert (await c.post(f"{V3}/rooms/{room}/receipt/m.read/{sent['event_id']}", {}))[0] == 200
+    ephemeral = (await _sync(bob, since))["rooms"]["join"][room]["ephemeral"]["events"]
+    typing = [e for e in ephemeral if e["type"] == "m.typing"]
+    receipts = [e for e in ephemeral if e["type"] == "m.receipt"]
+    assert typing and typing[-1]["content"]["user_ids"] == [carol.user_id]
+    readers = {u for e in receipts for by_type in e["content"].values() for u in by_type.get("m.read", {})}
+    assert readers == {carol.user_id}
+    # carol (who ignores nobody) sees both
+    ephemeral = (await _sync(carol))["rooms"]["join"][room]["ephemeral"]["events"]
+    assert {u for e in ephemeral if e["type"] == "m.typing" for u in e["content"]["user_ids"]} == {
+        alice.user_id, carol.user_id}
