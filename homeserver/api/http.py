@@ -314,6 +314,20 @@ class HttpSite(server.Site):
         #: (the WebSocket channel); such requests bypass the router.
         self.upgrade_handlers: dict[str, Callable[[server.Request], None]] = {}
 
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        # Twisted asks every request for the connection's local address, a
+        # getsockname() call and a new address object each time; it never changes.
+        channel = getattr(protocol, "_channel", protocol)
+        known: list[Any] = []
+
+        def get_host() -> Any:
+            if not known:
+                known.append(channel.transport.getHost())
+            return known[0]
+        channel.getHost = get_host
+        return protocol
+
     def log(self, request: server.Request) -> None:
         """Twisted's combined log is replaced by our own access log."""
 
