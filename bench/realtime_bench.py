@@ -22,15 +22,18 @@ client's own decoding of 500 frames per message is most of the spread.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import multiprocessing as mp
 import os
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 import aiohttp
 import yaml
@@ -157,6 +160,55 @@ async def ws_member(session, base, token, room, lat, stop: asyncio.Event, ready)
     return len(seen)
 
 
+async def raw_ws_member(session, base, token, room, lat, stop: asyncio.Event, ready) -> int:
+    """``ws_member`` with a minimal WebSocket reader instead of aiohttp's (``BENCH_RAW_WS=1``).
+
+    Server frames are unmasked and unfragmented (docs/websocket.md), so the
+    reader only parses the 2-10 byte header and answers pings; it spends a
+    fraction of aiohttp's CPU per frame, so the client stops being the limit.
+    """
+    host, port = base.split("//", 1)[1].split(":")
+    filt = json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}})
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /_matrix/client/unstable/im.qun/ws?filter={urllib.parse.quote(filt)} HTTP/1.1\r\n"
+                  f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Authorization: Bearer {token}\r\n\r\n").encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    seen: set = set()
+    first = True
+    try:
+        while not stop.is_set():
+            b0, b1 = await reader.readexactly(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", await reader.readexactly(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", await reader.readexactly(8))[0]
+            payload = await reader.readexactly(n)
+            opcode = b0 & 0x0F
+            if opcode == 9:  # ping: answer with a masked pong
+                mask = os.urandom(4)
+                writer.write(bytes((0x8A, 0x80 | n)) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+                continue
+            if opcode == 8:
+                break
+            if first:  # the initial frame
+                first = False
+                ready()
+                continue
+            frame = json.loads(payload)
+            if frame["type"] == "sync":
+                arrivals(frame["body"], room, time.monotonic(), lat, seen)
+    except (asyncio.CancelledError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+    return len(seen)
+
+
 def receivers(base: str, mode: str, room: str, tokens: list[str], results: "mp.Queue", stop: "mp.Event") -> None:
     """A client process: one long-poll loop or WebSocket per token; reports its arrivals."""
     async def main() -> None:
@@ -172,7 +224,8 @@ def receivers(base: str, mode: str, room: str, tokens: list[str], results: "mp.Q
 
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as session:
-            fn = longpoll_member if mode == "longpoll" else ws_member
+            fn = longpoll_member if mode == "longpoll" else \
+                raw_ws_member if os.environ.get("BENCH_RAW_WS") else ws_member
             tasks = [asyncio.ensure_future(fn(session, base, t, room, lat, stop_here, ready)) for t in tokens]
             cpu = sum(os.times()[:2])
             await asyncio.get_running_loop().run_in_executor(None, stop.wait)
