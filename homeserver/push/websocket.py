@@ -181,7 +181,7 @@ class SyncSocket(WebSocketServerProtocol):
                     continue
                 self.channel.builder.shared.remember(self.user_id, self.since, upto, req.filter, body, full_state)
                 self._send({"type": "sync", "body": body})
-                self.since = upto if body["next_batch"] == str(upto) else StreamToken.parse(body["next_batch"])
+                self.since = StreamToken.parse(body["next_batch"])  # parsed once per token, see tokens.py
         except Exception:
             logger.exception("building a sync frame for %s", self.user_id)
             self._close(1011, "internal error")

@@ -187,7 +187,8 @@ class SyncBuilder:
         if joined and not f.ephemeral.matches_nothing:
             receipts = await self.receipts.ephemeral_for(
                 req.user_id, [r for r in joined if f.allows_room(r)],
-                since.receipts if since and not req.full_state else 0, upto.receipts)
+                since.receipts if since and not req.full_state else 0, upto.receipts,
+                hidden=self.account_data.ignored_by(req.user_id))
         for room_id, info in memberships.items():
             if not f.allows_room(room_id) or info.stream_ordering > upto.events:
                 continue
@@ -292,16 +293,13 @@ class SyncBuilder:
             ignored = self.account_data.ignored_by(req.user_id)
             if since is None or req.full_state or self.typing.changed_since(room_id, since.typing):
                 typing_event = self.typing.event(room_id)
-                if ignored:  # nor do ignored users' typing notices and receipts reach the user
+                if ignored:  # ignored users' typing notices do not reach the user
                     typing_event = {"type": "m.typing", "content": {
                         "user_ids": [u for u in typing_event["content"]["user_ids"] if u not in ignored]}}
                 if since is not None or typing_event["content"]["user_ids"]:
                     ephemeral.append(typing_event)
-            receipt_event = receipts.get(room_id)
-            if receipt_event is not None and ignored:
-                receipt_event = _without_readers(receipt_event, ignored)
-            if receipt_event is not None:
-                ephemeral.append(receipt_event)
+            if room_id in receipts:  # ignored users' receipts are already left out
+                ephemeral.append(receipts[room_id])
             ephemeral = [e for e in ephemeral if f.ephemeral.allows(e)][: _limit(f.ephemeral.limit)]
         room_ad = [{"type": t, "content": c} for t, c in changed_ad.get(room_id, {}).items()]
         room_ad = [e for e in room_ad if f.room_account_data.allows(e)][: _limit(f.room_account_data.limit)]
@@ -454,18 +452,6 @@ def _inviter(stripped: list[dict[str, Any]], user_id: str) -> str | None:
             sender = event.get("sender")
             return sender if isinstance(sender, str) else None
     return None
-
-
-def _without_readers(receipt_event: dict[str, Any], readers: frozenset[str]) -> dict[str, Any] | None:
-    """An ``m.receipt`` event without the receipts of ``readers``; None when nothing is left."""
-    content: dict[str, Any] = {}
-    for event_id, by_type in receipt_event["content"].items():
-        kept = {rtype: {u: data for u, data in by_user.items() if u not in readers}
-                for rtype, by_user in by_type.items()}
-        kept = {rtype: by_user for rtype, by_user in kept.items() if by_user}
-        if kept:
-            content[event_id] = kept
-    return {"type": "m.receipt", "content": content} if content else None
 
 
 def _limit(value: int | None) -> int | None:

@@ -6,7 +6,7 @@ through :meth:`ReceiptService.on_remote_receipt` (the federation EDU handler).
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Container, Iterable
 
 from homeserver.api.errors import MatrixError, forbidden
 from homeserver.storage.receipts import Receipt, ReceiptStore
@@ -78,17 +78,18 @@ class ReceiptService:
     def position(self) -> int:
         return self._store.stream.current()
 
-    async def ephemeral_for(self, user_id: str, room_ids: Iterable[str], since: int, upto: int
-                            ) -> dict[str, dict[str, Any]]:
-        """``{room_id: m.receipt event}`` with receipts in (since, upto] visible to ``user_id``."""
+    async def ephemeral_for(self, user_id: str, room_ids: Iterable[str], since: int, upto: int,
+                            hidden: Container[str] = ()) -> dict[str, dict[str, Any]]:
+        """``{room_id: m.receipt event}`` with receipts in (since, upto] visible to ``user_id``,
+        leaving out those of the ``hidden`` users (the ones ``user_id`` ignores)."""
         receipts = await self._store.get_for_rooms(list(room_ids), since, upto)
-        return receipt_events(receipts, user_id)
+        return receipt_events(receipts, user_id, hidden)
 
 
-def receipt_events(receipts: list[Receipt], viewer: str) -> dict[str, dict[str, Any]]:
+def receipt_events(receipts: list[Receipt], viewer: str, hidden: Container[str] = ()) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for r in receipts:
-        if r.receipt_type == PRIVATE and r.user_id != viewer:
+        if (r.receipt_type == PRIVATE and r.user_id != viewer) or r.user_id in hidden:
             continue
         content = out.setdefault(r.room_id, {"type": "m.receipt", "content": {}})["content"]
         data = dict(r.data)
