@@ -18,6 +18,8 @@ and the latency percentiles. ``idle`` opens that many idle WebSockets and
 reports the server's RSS. The receivers run in ``BENCH_CLIENT_PROCS`` (1)
 asyncio processes (aiohttp), the sender in the parent; with one process the
 client's own decoding of 500 frames per message is most of the spread.
+``BENCH_RAW_HTTP=1`` / ``BENCH_RAW_WS=1`` swap aiohttp for minimal readers
+(keep-alive HTTP/1.1, unmasked WebSocket frames) that cost the client less.
 """
 from __future__ import annotations
 
@@ -50,11 +52,12 @@ async def body_counts(base: str) -> dict[str, float]:
             if line.startswith(f'homeserver_sync_bodies_total{{how="{how}"}}')}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
+def cpu_seconds(pid: int, system: bool | None = None) -> float:
+    """User + system CPU time of a process so far (only one of them with ``system`` False / True)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    user, sys_ = int(fields[11]), int(fields[12])
+    return (sys_ if system else user if system is False else user + sys_) / os.sysconf("SC_CLK_TCK")
 
 
 def rss(pid: int, field: str = "VmRSS:") -> int:
@@ -136,6 +139,46 @@ async def longpoll_member(session, base, token, room, lat, stop: asyncio.Event, 
             break
         arrivals(body, room, time.monotonic(), lat, seen)
         since = body["next_batch"]
+    return len(seen)
+
+
+async def raw_longpoll_member(session, base, token, room, lat, stop: asyncio.Event, ready) -> int:
+    """``longpoll_member`` over a bare keep-alive HTTP/1.1 connection (``BENCH_RAW_HTTP=1``).
+
+    aiohttp's client spends more CPU per request than the server does; this
+    one writes the request line and headers, reads the head up to the blank
+    line and the body by its Content-Length, so the client stops being the limit.
+    """
+    host, port = base.split("//", 1)[1].split(":")
+    filt = urllib.parse.quote(json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}}))
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head_tail = f" HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+
+    async def get(query: str) -> dict:
+        writer.write(f"GET {V3}/sync?filter={filt}&{query}".encode() + head_tail)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = json.loads(await reader.readexactly(length))
+        if status != 200:
+            raise RuntimeError(f"/sync answered {status}: {body}")
+        return body
+
+    since = (await get("timeout=0"))["next_batch"]
+    ready()
+    seen: set = set()
+    try:
+        while not stop.is_set():
+            body = await get(f"timeout=30000&since={urllib.parse.quote(since)}")
+            arrivals(body, room, time.monotonic(), lat, seen)
+            since = body["next_batch"]
+    except (asyncio.CancelledError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
     return len(seen)
 
 
@@ -224,8 +267,10 @@ def receivers(base: str, mode: str, room: str, tokens: list[str], results: "mp.Q
 
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as session:
-            fn = longpoll_member if mode == "longpoll" else \
-                raw_ws_member if os.environ.get("BENCH_RAW_WS") else ws_member
+            if mode == "longpoll":
+                fn = raw_longpoll_member if os.environ.get("BENCH_RAW_HTTP") else longpoll_member
+            else:
+                fn = raw_ws_member if os.environ.get("BENCH_RAW_WS") else ws_member
             tasks = [asyncio.ensure_future(fn(session, base, t, room, lat, stop_here, ready)) for t in tokens]
             cpu = sum(os.times()[:2])
             await asyncio.get_running_loop().run_in_executor(None, stop.wait)
@@ -258,11 +303,12 @@ async def delivery(base: str, pid: int, mode: str, members: int, rate: float, se
     spy = None
     if os.environ.get("BENCH_PYSPY"):  # e.g. BENCH_PYSPY=/tmp/profile.txt: sample the sending phase
         spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record",
-                                "-f", "raw", "-o", os.environ["BENCH_PYSPY"], "--pid", str(pid)],
+                                "-f", "raw", "-o", os.environ["BENCH_PYSPY"], "--pid", str(pid)] + os.environ.get("BENCH_PYSPY_ARGS", "").split(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await asyncio.sleep(1)
     bodies = await body_counts(base)
     server_cpu, client_cpu, wall = cpu_seconds(pid), sum(os.times()[:2]), time.monotonic()
+    server_sys = cpu_seconds(pid, system=True)
     sent = await sender(base, tokens[0], room, rate, seconds)
     await asyncio.sleep(2)  # let the last deliveries land
     bodies = {k: v - bodies.get(k, 0) for k, v in (await body_counts(base)).items()}
@@ -271,6 +317,7 @@ async def delivery(base: str, pid: int, mode: str, members: int, rate: float, se
         spy.wait()
     wall = time.monotonic() - wall
     server_cpu = cpu_seconds(pid) - server_cpu
+    server_sys = cpu_seconds(pid, system=True) - server_sys
     client_cpu = sum(os.times()[:2]) - client_cpu
     stop.set()
     lat: list[tuple[float, str]] = []
@@ -305,7 +352,8 @@ async def delivery(base: str, pid: int, mode: str, members: int, rate: float, se
     # first to last is the fan-out's spread over the receivers.
     print(f"per message: first delivery p50 {pct(0.5, firsts):.1f} p99 {pct(0.99, firsts):.1f} ms; "
           f"first-to-last spread p50 {pct(0.5, spreads):.1f} p99 {pct(0.99, spreads):.1f} ms")
-    print(f"CPU while sending: server {100 * server_cpu / wall:.0f}% of a core, "
+    print(f"CPU while sending: server {100 * server_cpu / wall:.0f}% of a core "
+          f"({100 * server_sys / wall:.0f}% in the kernel), "
           f"client {100 * client_cpu / wall:.0f}% of a core ({procs} receiving process(es)); "
           f"bodies shared {bodies.get('shared', 0):.0f}, built {bodies.get('built', 0):.0f}")
 

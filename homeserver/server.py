@@ -51,7 +51,7 @@ from homeserver.api.admin.media import AdminMediaServlets
 from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.login import LoginServlets
-from homeserver.api.client.media import UPLOAD_PREFIXES, MediaServlets
+from homeserver.api.client.media import RAW_PREFIXES, UPLOAD_PREFIXES, MediaServlets
 from homeserver.api.client.push import PushServlets
 from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
@@ -62,7 +62,8 @@ from homeserver.api.client.tags import TagServlets
 from homeserver.api.client.to_device import ToDeviceServlets
 from homeserver.api.client.typing import TypingServlets
 from homeserver.api.client.versions import VersionsServlets
-from homeserver.api.http import HttpSite, Router
+from homeserver.api.fasthttp import ClientSite
+from homeserver.api.http import Router
 from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
@@ -333,7 +334,8 @@ class HomeServer:
             shared = self.sync_builder.shared
             self.metrics.count_from("homeserver_sync_bodies", "Incremental sync bodies: shared or built",
                                     "how", lambda: {"shared": shared.shared_count, "built": shared.built_count})
-        self.site = HttpSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
+        self.site = ClientSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
+        self.site.twisted_prefixes.extend(RAW_PREFIXES)
         self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
         self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,
                                           self.notifier, self.presence, self.clock, self.sync_config,

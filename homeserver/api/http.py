@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Protocol
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -395,7 +395,7 @@ class HttpSite(server.Site):
                 request = ApiRequest(
                     method="GET" if method == "HEAD" else method,
                     path=raw_path,
-                    args=_decode_args(twreq.args),
+                    args=decode_args(twreq.args),
                     headers={k.decode("latin-1").lower(): v[-1].decode("latin-1")
                              for k, v in twreq.requestHeaders.getAllRawHeaders()},
                     client_ip=_client_ip(twreq),
@@ -419,26 +419,88 @@ class HttpSite(server.Site):
         else:
             status = response.status
             twreq.setResponseCode(status)
-            twreq.setHeader(b"Content-Type", response.content_type.encode("ascii"))
-            for name, value in response.headers.items():
-                twreq.setHeader(name.encode("ascii"), value.encode("latin-1"))
-            if response.content_type == "application/json":
-                twreq.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
-            twreq.setHeader(b"Content-Length", str(len(response.body)).encode("ascii"))
+            for name, value in response_headers(response):
+                twreq.setHeader(name, value)
             if method != "HEAD":
                 twreq.write(response.body)
             twreq.finish()
-        elapsed = time.perf_counter() - start
+        self.observe(method, route, status, time.perf_counter() - start, _client_ip(twreq), twreq.uri, requester)
+
+    def observe(self, method: str, route: Route | None, status: int, elapsed: float, client_ip: str,
+                uri: bytes, requester: Any) -> None:
+        """Metrics and the access log for one answered request."""
         route_name = route.name if route else "<unmatched>"
         if self.metrics is not None:
             self.metrics.observe(method, route_name, status, elapsed)
         if self.access_log:
             access_logger.info(
-                "%s %s %s %s %d %.1fms user=%s", _client_ip(twreq), method, _safe_uri(twreq),
+                "%s %s %s %s %d %.1fms user=%s", client_ip, method, _safe_uri(uri),
                 route_name, status, elapsed * 1000, getattr(requester, "user_id", "-"))
 
 
-def _decode_args(args: dict[bytes, list[bytes]]) -> dict[str, list[str]]:
+def response_headers(response: Response) -> list[tuple[bytes, bytes]]:
+    """The headers a Response is sent with (CORS apart), with line breaks in values made spaces."""
+    out = [(b"Content-Type", response.content_type.encode("ascii"))]
+    for name, value in response.headers.items():
+        if "\r" in value or "\n" in value:
+            value = value.replace("\r", " ").replace("\n", " ")
+        out.append((name.encode("ascii"), value.encode("latin-1")))
+    if response.content_type == "application/json":
+        out.append((b"Cache-Control", b"no-cache, no-store, must-revalidate"))
+    out.append((b"Content-Length", b"%d" % len(response.body)))
+    return out
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """Write ``data``, straight to the socket when Twisted has nothing queued for it.
+
+    That saves arming the reactor for writing and a second pass through it;
+    whatever the socket does not take is queued the ordinary way.
+    """
+    if (not getattr(transport, "TLS", True) and transport.connected and not transport.disconnecting
+            and not transport.dataBuffer and not transport._tempDataBuffer):
+        sent = transport.writeSomeData(data)
+        if isinstance(sent, int):  # otherwise the connection is lost: let Twisted notice
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
+
+
+_PAIRS: dict[bytes, tuple[str, str]] = {}
+_PAIRS_MAX = 4096
+
+
+def parse_query(query: bytes) -> dict[str, list[str]]:
+    """A query string's parameters, as Twisted Web parses them (``&`` or ``;``, ``+`` is a space).
+
+    Each ``name=value`` pair is decoded once and remembered: a long-poll's
+    every request repeats its URL-encoded filter, and only ``since`` changes.
+    """
+    args: dict[str, list[str]] = {}
+    for pair in query.replace(b";", b"&").split(b"&"):
+        decoded = _PAIRS.get(pair)
+        if decoded is None:
+            if b"=" not in pair:
+                continue
+            name, value = pair.split(b"=", 1)
+            try:
+                decoded = (unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8"),
+                           unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise MatrixError(400, "M_INVALID_PARAM", "Query parameters must be UTF-8") from None
+            if len(_PAIRS) >= _PAIRS_MAX:
+                _PAIRS.clear()
+            _PAIRS[pair] = decoded
+        values = args.get(decoded[0])
+        if values is None:
+            args[decoded[0]] = [decoded[1]]
+        else:
+            values.append(decoded[1])
+    return args
+
+
+def decode_args(args: dict[bytes, list[bytes]]) -> dict[str, list[str]]:
     try:
         return {k.decode("utf-8"): [v.decode("utf-8") for v in vs] for k, vs in args.items()}
     except UnicodeDecodeError:
@@ -453,5 +515,5 @@ def _client_ip(twreq: server.Request) -> str:
 _TOKEN_IN_URI = re.compile(r"(access_token=)[^&]*")
 
 
-def _safe_uri(twreq: server.Request) -> str:
-    return _TOKEN_IN_URI.sub(r"\1<redacted>", twreq.uri.decode("utf-8", "replace"))
+def _safe_uri(uri: bytes) -> str:
+    return _TOKEN_IN_URI.sub(r"\1<redacted>", uri.decode("utf-8", "replace"))

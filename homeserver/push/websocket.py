@@ -45,7 +45,7 @@ from twisted.internet import defer
 from twisted.web import server
 
 from homeserver.api.errors import MatrixError
-from homeserver.api.http import ApiRequest, Router, error_response
+from homeserver.api.http import ApiRequest, Router, error_response, write_now
 from homeserver.storage.users import hash_token
 from homeserver.sync.builder import SyncBuilder, SyncRequest
 from homeserver.sync.config import SyncConfig
@@ -218,19 +218,9 @@ class SyncSocket(WebSocketServerProtocol):
             return
         data = b"".join(self._pending)
         self._pending.clear()
-        t = self.transport
-        if t is None or self.state != self.STATE_OPEN:
+        if self.transport is None or self.state != self.STATE_OPEN:
             return
-        # Straight to the socket when Twisted has nothing buffered for it
-        # (saves arming the reactor for writing and a second pass).
-        if (not getattr(t, "TLS", True) and t.connected and not t.disconnecting
-                and not t.dataBuffer and not t._tempDataBuffer):
-            sent = t.writeSomeData(data)
-            if isinstance(sent, int):  # otherwise the connection is lost: let Twisted notice
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        t.write(data)
+        write_now(self.transport, data)
 
     def _too_slow(self) -> None:
         self._slow_timer = None

@@ -112,15 +112,21 @@ class SyncBuilder:
         finally:
             self._full_builds.release()
 
+    def nothing_new(self, req: SyncRequest, since: StreamToken | None, upto: StreamToken) -> bool:
+        """No stream moved since ``since``, so the body is empty (a waiting long-poll's first look).
+
+        Unless the request acknowledges to-device messages, which must then be deleted.
+        """
+        return (since is not None and since == upto and not req.full_state
+                and not self.to_device.acknowledges(req.user_id, req.device_id, since.to_device))
+
     async def _build(self, req: SyncRequest, upto: StreamToken) -> tuple[dict[str, Any], bool]:
         since = req.since
         f = req.filter
-        if since is not None and any(getattr(since, k) > getattr(upto, k) for k in STREAMS):
+        if since is not None and since != upto and any(getattr(since, k) > getattr(upto, k) for k in STREAMS):
             # A token from before a restart may be ahead in the in-memory streams.
             since = StreamToken(**{k: min(getattr(since, k), getattr(upto, k)) for k in STREAMS})
-        if since == upto and not req.full_state and not self.to_device.acknowledges(
-                req.user_id, req.device_id, since.to_device):
-            # No stream moved: nothing can be new (a waiting long-poll's first build).
+        if self.nothing_new(req, since, upto):
             return {"next_batch": str(upto)}, True
         initial = since is None or req.full_state
         body: dict[str, Any] = {}
@@ -143,7 +149,7 @@ class SyncBuilder:
             empty = False
 
         # presence
-        if self.presence.enabled:
+        if self.presence.enabled and not f.presence.matches_nothing:
             presence = [e for e in self.presence.changes_for(req.user_id, since.presence if since else 0,
                                                              upto.presence)
                         if f.presence.allows(e)][: _limit(f.presence.limit)]

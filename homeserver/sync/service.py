@@ -86,12 +86,16 @@ class SyncService:
                 # Listen before building: a change during the build wakes us at once.
                 listener = self.notifier.listen(req.user_id)
                 upto = self.notifier.current_token()
-                shared = self.builder.shared.lookup(req.user_id, req.device_id, req.since, upto, req.filter, req.full_state)
-                if shared is not None:
-                    return shared
-                body, empty = await self.builder.build(req, upto)
-                if not empty:
-                    self.builder.shared.remember(req.user_id, req.since, upto, req.filter, body, req.full_state)
+                if self.builder.nothing_new(req, req.since, upto):
+                    body, empty = {"next_batch": str(upto)}, True
+                else:
+                    shared = self.builder.shared.lookup(req.user_id, req.device_id, req.since, upto, req.filter,
+                                                        req.full_state)
+                    if shared is not None:
+                        return shared
+                    body, empty = await self.builder.build(req, upto)
+                    if not empty:
+                        self.builder.shared.remember(req.user_id, req.since, upto, req.filter, body, req.full_state)
                 remaining = deadline - self.clock.time()
                 if not empty or req.since is None or req.full_state or remaining <= 0:
                     return body

@@ -30,6 +30,8 @@ AUTHED_PREFIX = "/_matrix/client/v1/media"
 LEGACY_VERSIONS = ("v3", "r0")
 #: Path prefixes whose bodies may be as large as media.max_upload_size.
 UPLOAD_PREFIXES = tuple(f"{MEDIA_PREFIX}/{v}/upload" for v in LEGACY_VERSIONS)
+#: Path prefixes of handlers that read or stream the Twisted request itself (``ApiRequest.raw``).
+RAW_PREFIXES = (MEDIA_PREFIX + "/", AUTHED_PREFIX + "/")
 MAX_FILENAME = 1024
 
 
