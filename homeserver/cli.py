@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import secrets
@@ -151,6 +152,11 @@ def run(config_path: str) -> int:
             reactor.stop()
             return
         logger.info("homeserver %s started", config.server_name)
+        # What start-up loaded (modules, config, caches) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise scan it every time
+        # (a full pass over it stalled the reactor for 60 ms).
+        gc.collect()
+        gc.freeze()
 
     # Twisted turns SIGINT/SIGTERM into reactor.stop(); this trigger lets
     # in-flight requests finish and closes the database before the process exits.
