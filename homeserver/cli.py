@@ -12,7 +12,7 @@ import os
 import secrets
 import sys
 from importlib import resources
-from typing import Sequence
+from typing import Any, Sequence
 
 from homeserver.config import ConfigError, check_database_url, load_config
 
@@ -122,13 +122,40 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_reactor(tls_listener: bool) -> Any:
+    """Twisted's default reactor, imported without the TLS stack unless a TLS listener needs it.
+
+    Importing the reactor imports ``twisted.internet.tcp``, which imports
+    pyOpenSSL and cryptography (about 14 MB resident) only to offer
+    ``startTLS()`` and ``listenSSL()``. The server calls ``listenSSL()`` for
+    the federation listener and nothing else: its outbound HTTPS (federation,
+    push gateways, application services) wraps plain TCP connections with
+    ``wrapClientTLS``, which imports the TLS stack when it is first used. So
+    without a federation listener the reactor is imported while ``OpenSSL``
+    is hidden (Twisted then leaves TLS out of plain TCP connections and of
+    ``listenSSL``), and OpenSSL is importable again straight after.
+    Embedders that import the reactor themselves are not affected.
+    """
+    if tls_listener or "twisted.internet.reactor" in sys.modules or "OpenSSL" in sys.modules:
+        from twisted.internet import reactor
+        return reactor
+    sys.modules["OpenSSL"] = None  # type: ignore[assignment]  # "import OpenSSL" raises ImportError
+    try:
+        from twisted.internet import reactor
+    finally:
+        del sys.modules["OpenSSL"]
+    return reactor
+
+
 def run(config_path: str) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
-    from twisted.internet import defer, reactor
+    federation = config.raw.get("federation")
+    reactor = import_reactor(isinstance(federation, dict) and federation.get("port") is not None)
+    from twisted.internet import defer
 
     from homeserver.server import HomeServer
 
