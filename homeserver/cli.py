@@ -123,27 +123,34 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def import_reactor(tls_listener: bool) -> Any:
-    """Twisted's default reactor, imported without the TLS stack unless a TLS listener needs it.
+    """Twisted's default reactor and web server, without the TLS and HTTP/2 stacks unless needed.
 
     Importing the reactor imports ``twisted.internet.tcp``, which imports
     pyOpenSSL and cryptography (about 14 MB resident) only to offer
-    ``startTLS()`` and ``listenSSL()``. The server calls ``listenSSL()`` for
-    the federation listener and nothing else: its outbound HTTPS (federation,
-    push gateways, application services) wraps plain TCP connections with
-    ``wrapClientTLS``, which imports the TLS stack when it is first used. So
-    without a federation listener the reactor is imported while ``OpenSSL``
-    is hidden (Twisted then leaves TLS out of plain TCP connections and of
-    ``listenSSL``), and OpenSSL is importable again straight after.
-    Embedders that import the reactor themselves are not affected.
+    ``startTLS()`` and ``listenSSL()``; ``twisted.web.http`` imports h2
+    (about 1.4 MB) for HTTP/2, which Twisted speaks only on TLS listeners.
+    The server calls ``listenSSL()`` for the federation listener and nothing
+    else: its outbound HTTPS (federation, push gateways, application
+    services) wraps plain TCP connections with ``wrapClientTLS``, which
+    imports the TLS stack when it is first used, and Twisted's HTTP client
+    speaks HTTP/1.1 only. So without a federation listener both modules are
+    imported while ``OpenSSL`` and ``h2`` are hidden (Twisted then leaves TLS
+    out of plain TCP connections and ``listenSSL``, and HTTP/2 out of the web
+    server), and they are importable again straight after. Embedders that
+    import the reactor themselves are not affected.
     """
-    if tls_listener or "twisted.internet.reactor" in sys.modules or "OpenSSL" in sys.modules:
+    hidden = ("OpenSSL", "h2")
+    if tls_listener or any(name in sys.modules for name in hidden + ("twisted.internet.reactor", "twisted.web.http")):
         from twisted.internet import reactor
         return reactor
-    sys.modules["OpenSSL"] = None  # type: ignore[assignment]  # "import OpenSSL" raises ImportError
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # "import OpenSSL" raises ImportError
     try:
         from twisted.internet import reactor
+        import twisted.web.http  # noqa: F401
     finally:
-        del sys.modules["OpenSSL"]
+        for name in hidden:
+            del sys.modules[name]
     return reactor
 
 
