@@ -257,6 +257,15 @@ class BoundedRequest(server.Request):
 
     _too_large = False
     _received = 0
+    #: The Deferred handling this request (HttpSite.handle), cancelled if the client goes away
+    #: first; cheaper per held long-poll than a notifyFinish() Deferred with an errback.
+    handling: defer.Deferred[None] | None = None
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        d, self.handling = self.handling, None
+        if d is not None:
+            d.cancel()
 
     def gotLength(self, length: int | None) -> None:
         self._limit = self.channel.site.body_limit_for(self)  # type: ignore[attr-defined]
@@ -346,10 +355,16 @@ class HttpSite(server.Site):
         token = object()
         self._in_flight.add(token)
         d = defer.Deferred.fromCoroutine(self._handle(twreq))
-        d.addBoth(self._done, token)
-        twreq.notifyFinish().addErrback(lambda _f: d.cancel())
+        d.addBoth(self._done, token, twreq)
+        if isinstance(twreq, BoundedRequest):
+            if not d.called:
+                twreq.handling = d
+        else:
+            twreq.notifyFinish().addErrback(lambda _f: d.cancel())
 
-    def _done(self, result: Any, token: object) -> None:
+    def _done(self, result: Any, token: object, twreq: Any = None) -> None:
+        if isinstance(twreq, BoundedRequest):
+            twreq.handling = None
         self._in_flight.discard(token)
         if not self._in_flight:
             waiters, self._idle_waiters = self._idle_waiters, []
