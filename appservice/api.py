@@ -12,10 +12,7 @@ import logging
 from typing import Any, cast
 from urllib.parse import quote, urlencode
 
-import treq
 from twisted.internet import defer, error as twisted_error
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
-from twisted.web.iweb import IAgent
 
 from homeserver.api.errors import MatrixError
 from homeserver.util.clock import Clock
@@ -39,23 +36,42 @@ class AppserviceApi:
     def __init__(self, reactor: Any, clock: Clock, push_timeout_s: float = 60.0,
                  query_timeout_s: float = 30.0, ping_timeout_s: float = 10.0) -> None:
         self._clock = clock
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 4
-        self._pool.retryAutomatically = False
-        self._http = treq.client.HTTPClient(cast(IAgent, Agent(reactor, pool=self._pool)))
+        self._reactor = reactor
+        self._pool: Any = None
+        self._http: Any = None
         self.push_timeout_s = push_timeout_s
         self.query_timeout_s = query_timeout_s
         self.ping_timeout_s = ping_timeout_s
 
+    def _client(self) -> Any:
+        """The treq client, made by the first request.
+
+        treq brings Twisted's HTTP client and with it the TLS stack (pyOpenSSL,
+        cryptography: about 14 MB resident), which a server without application
+        services never needs (docs/performance.md, "On memory").
+        """
+        if self._http is None:
+            import treq
+            from twisted.web.client import Agent, HTTPConnectionPool
+            from twisted.web.iweb import IAgent
+
+            pool = HTTPConnectionPool(self._reactor, persistent=True)
+            pool.maxPersistentPerHost = 4
+            pool.retryAutomatically = False
+            self._pool = pool
+            self._http = treq.client.HTTPClient(cast(IAgent, Agent(self._reactor, pool=pool)))
+        return self._http
+
     async def close(self) -> None:
-        await self._pool.closeCachedConnections()
+        if self._pool is not None:
+            await self._pool.closeCachedConnections()
 
     async def _request(self, service: ApplicationService, method: str, path: str, body: bytes | None,
                        timeout_s: float) -> tuple[int, bytes]:
         assert service.url is not None
         headers: dict[bytes | str, list[bytes | str]] = {
             "Authorization": [f"Bearer {service.hs_token}"], "Content-Type": ["application/json"]}
-        resp = await self._http.request(method, service.url + path, data=body, headers=headers,
+        resp = await self._client().request(method, service.url + path, data=body, headers=headers,
                                         timeout=timeout_s)
         content = await resp.content()
         return resp.code, content
@@ -141,6 +157,8 @@ def _is_timeout(e: BaseException) -> bool:
     """Whether a request failed because treq's timeout cancelled it."""
     if isinstance(e, (defer.CancelledError, twisted_error.TimeoutError, twisted_error.ConnectingCancelledError)):
         return True
+    from twisted.web.client import ResponseNeverReceived  # loaded already: a request failed
+
     if isinstance(e, ResponseNeverReceived):
         return any(r.check(defer.CancelledError) for r in e.reasons)
     return False

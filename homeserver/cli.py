@@ -13,7 +13,7 @@ import os
 import secrets
 import sys
 from importlib import resources
-from typing import Sequence
+from typing import Any, Sequence
 
 from homeserver.config import ConfigError, check_database_url, load_config
 
@@ -123,13 +123,47 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_reactor(tls_listener: bool) -> Any:
+    """Twisted's default reactor and web server, without the TLS and HTTP/2 stacks unless needed.
+
+    Importing the reactor imports ``twisted.internet.tcp``, which imports
+    pyOpenSSL and cryptography (about 14 MB resident) only to offer
+    ``startTLS()`` and ``listenSSL()``; ``twisted.web.http`` imports h2
+    (about 1.4 MB) for HTTP/2, which Twisted speaks only on TLS listeners.
+    The server calls ``listenSSL()`` for the federation listener and nothing
+    else: its outbound HTTPS (federation, push gateways, application
+    services) wraps plain TCP connections with ``wrapClientTLS``, which
+    imports the TLS stack when it is first used, and Twisted's HTTP client
+    speaks HTTP/1.1 only. So without a federation listener both modules are
+    imported while ``OpenSSL`` and ``h2`` are hidden (Twisted then leaves TLS
+    out of plain TCP connections and ``listenSSL``, and HTTP/2 out of the web
+    server), and they are importable again straight after. Embedders that
+    import the reactor themselves are not affected.
+    """
+    hidden = ("OpenSSL", "h2")
+    if tls_listener or any(name in sys.modules for name in hidden + ("twisted.internet.reactor", "twisted.web.http")):
+        from twisted.internet import reactor
+        return reactor
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # "import OpenSSL" raises ImportError
+    try:
+        from twisted.internet import reactor
+        import twisted.web.http  # noqa: F401
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+    return reactor
+
+
 def run(config_path: str) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
-    from twisted.internet import defer, reactor
+    federation = config.raw.get("federation")
+    reactor = import_reactor(isinstance(federation, dict) and federation.get("port") is not None)
+    from twisted.internet import defer
 
     from homeserver.server import HomeServer
 

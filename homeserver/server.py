@@ -40,7 +40,6 @@ from federation.queries import QueryServlets, remote_profile_lookup
 from federation.rooms import FanOut, RoomsBridge, fetch_missing_events
 from federation.sender import FederationSender
 from federation.storage import DestinationStore, KeyStore, OutboxStore, TransactionStore
-from federation.tls import ensure_self_signed, server_context_factory
 from federation.transport.auth import RequestVerifier
 from federation.transport.client import Connector, FederationClient, WellKnownFetcher
 from federation.transport.server import FederationRoutes, FederationSite, TransactionServlets
@@ -64,7 +63,6 @@ from homeserver.api.client.typing import TypingServlets
 from homeserver.api.client.versions import VersionsServlets
 from homeserver.api.fasthttp import ClientSite
 from homeserver.api.http import Router
-from homeserver.api.metrics import Metrics
 from homeserver.api.ratelimit import RateLimiter
 from homeserver.config import Config
 from homeserver.api.client.directory import DirectoryServlets
@@ -297,7 +295,12 @@ class HomeServer:
         self.register_limiter = RateLimiter(self.clock, rl.register, rl.enabled)
         self.message_limiter = RateLimiter(self.clock, rl.message, rl.enabled)
         self.router = Router(self.auth)
-        self.metrics = Metrics() if config.metrics_enabled else None
+        self.metrics: Any = None
+        if config.metrics_enabled:
+            # prometheus_client (about 1 MB resident) only when metrics are on (off by default).
+            from homeserver.api.metrics import Metrics
+
+            self.metrics = Metrics()
         self.versions = VersionsServlets(config)
         self.versions.unstable_features["im.qun.groups"] = True
         self.versions.capabilities["im.qun.groups"] = {
@@ -480,6 +483,9 @@ class HomeServer:
                 logger.info("listening on http://%s:%d", listener.bind, port.getHost().port)
             fed = self.federation_config
             if fed.enabled:
+                # pyOpenSSL and cryptography only when there is a TLS listener (see cli.py).
+                from federation.tls import ensure_self_signed, server_context_factory
+
                 cert = fed.tls_certificate_path or os.path.join(self.config.data_dir, "federation.crt")
                 key = fed.tls_private_key_path or os.path.join(self.config.data_dir, "federation.key")
                 if fed.tls_certificate_path is None:

@@ -6,6 +6,11 @@ Requests go to ``matrix-federation://<server name>/<path>`` through a Twisted
 address against the block list (loopback, private, link-local, ... unless
 insecure mode is on), and wraps the TCP connection in TLS verified against
 the discovered name. treq is the HTTP layer on top.
+
+treq, Twisted's HTTP client and the TLS stack (pyOpenSSL, cryptography: about
+14 MB resident together) are imported by the first outbound request, not with
+this module: a server with federation off never makes one (docs/performance.md,
+"On memory").
 """
 from __future__ import annotations
 
@@ -15,21 +20,16 @@ import logging
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode
 
-import treq
-from treq.client import HTTPClient
 from signedjson.key import SigningKey
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from federation.discovery import DiscoveryError, ServerResolver, is_ip_literal
-from federation.tls import client_tls_creator
 from federation.transport.auth import sign_request
 from homeserver.util import json as jsonutil
 
@@ -107,6 +107,10 @@ class Connector:
         return allowed
 
     async def connect(self, factory: Any, targets: tuple[tuple[str, int], ...], tls_name: str) -> Any:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+
+        from federation.tls import client_tls_creator
+
         errors: list[str] = []
         for host, port in targets:
             for ip in await self._addresses(host, port):
@@ -178,6 +182,8 @@ async def _read_bounded(response: Any, limit: int) -> bytes:
             raise FederationRequestError(f"response is over the {limit} byte limit")
         chunks.append(data)
 
+    import treq
+
     await treq.collect(response, collect)
     return b"".join(chunks)
 
@@ -191,15 +197,27 @@ class FederationClient:
         self.server_name = server_name
         self._signing_key = signing_key
         self._resolver = resolver
-        pool = HTTPConnectionPool(reactor)
-        pool.maxPersistentPerHost = 5
-        pool.cachedConnectionTimeout = 120
-        self._pool = pool
-        self._http = HTTPClient(Agent.usingEndpointFactory(
-            reactor, _FederationEndpointFactory(connector, resolver), pool=pool))
+        self._connector = connector
+        self._pool: Any = None
+        self._http: Any = None
+
+    def _client(self) -> Any:
+        """The treq client over our endpoint factory, made by the first request."""
+        if self._http is None:
+            from treq.client import HTTPClient
+            from twisted.web.client import Agent, HTTPConnectionPool
+
+            pool = HTTPConnectionPool(self._reactor)
+            pool.maxPersistentPerHost = 5
+            pool.cachedConnectionTimeout = 120
+            self._pool = pool
+            self._http = HTTPClient(Agent.usingEndpointFactory(
+                self._reactor, _FederationEndpointFactory(self._connector, self._resolver), pool=pool))
+        return self._http
 
     async def close(self) -> None:
-        await self._pool.closeCachedConnections()
+        if self._pool is not None:
+            await self._pool.closeCachedConnections()
 
     async def request(self, method: str, destination: str, path: str, args: Mapping[str, Any] | None = None,
                       body: Any = None, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -252,7 +270,7 @@ class FederationClient:
 
     async def _send(self, method: str, url: bytes, headers: Headers, data: bytes | None,
                     max_bytes: int) -> tuple[int, bytes]:
-        response = await self._http.request(method, url, headers=headers, data=data)
+        response = await self._client().request(method, url, headers=headers, data=data)
         return response.code, await _read_bounded(response, max_bytes)
 
     async def get_json(self, destination: str, path: str, args: Mapping[str, Any] | None = None,
@@ -271,16 +289,25 @@ class WellKnownFetcher:
 
     def __init__(self, reactor: Any, connector: Connector) -> None:
         self._reactor = reactor
-        agent = Agent.usingEndpointFactory(reactor, _HttpsEndpointFactory(connector),
-                                           pool=HTTPConnectionPool(reactor, persistent=False))
-        self._http = HTTPClient(RedirectAgent(agent, redirectLimit=5))
+        self._connector = connector
+        self._http: Any = None
+
+    def _client(self) -> Any:
+        if self._http is None:
+            from treq.client import HTTPClient
+            from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent
+
+            agent = Agent.usingEndpointFactory(self._reactor, _HttpsEndpointFactory(self._connector),
+                                               pool=HTTPConnectionPool(self._reactor, persistent=False))
+            self._http = HTTPClient(RedirectAgent(agent, redirectLimit=5))
+        return self._http
 
     async def __call__(self, host: str) -> tuple[int, dict[str, str], bytes] | None:
         from federation.discovery import WELL_KNOWN_MAX_BYTES
 
         async def fetch() -> tuple[int, dict[str, str], bytes]:
             url = f"https://{host}/.well-known/matrix/server".encode("idna")
-            response = await self._http.get(url)
+            response = await self._client().get(url)
             headers = {k.decode("latin-1").lower(): v[-1].decode("latin-1")
                        for k, v in response.headers.getAllRawHeaders()}
             return response.code, headers, await _read_bounded(response, WELL_KNOWN_MAX_BYTES)

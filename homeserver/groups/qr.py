@@ -5,9 +5,6 @@ import io
 from collections import OrderedDict
 from typing import Awaitable, Callable
 
-import qrcode
-from qrcode.constants import ERROR_CORRECT_M
-
 #: Pixels per QR module and quiet-zone width in modules (the standard asks for 4).
 BOX_SIZE = 8
 BORDER = 4
@@ -15,6 +12,10 @@ BORDER = 4
 
 def render_qr_png(text: str) -> bytes:
     """A PNG of the QR code carrying ``text`` (deterministic: same text, same bytes)."""
+    # qrcode and Pillow cost about 4 MB resident: loaded by the first QR code, not at start.
+    import qrcode
+    from qrcode.constants import ERROR_CORRECT_M
+
     qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=BOX_SIZE, border=BORDER)
     qr.add_data(text)
     qr.make(fit=True)

@@ -9,9 +9,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from PIL import Image, ImageOps
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Pillow (about 2 MB resident) is imported by the functions that decode images,
+# on the thread that renders the first thumbnail, not when the server starts.
 
 #: Content types we try to decode. Anything else: 400 "Cannot generate thumbnails".
 THUMBNAILABLE = frozenset({
@@ -71,6 +75,8 @@ def base_type(content_type: str | None) -> str:
 
 
 def _open(f: BinaryIO, max_pixels: int) -> Image.Image:
+    from PIL import Image
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -105,6 +111,8 @@ def render(f: BinaryIO, content_type: str, width: int, height: int, method: str,
         ThumbnailError: not decodable.
         ImageTooLarge: over ``max_pixels``.
     """
+    from PIL import Image, ImageOps
+
     img = _open(f, max_pixels)
     try:
         with warnings.catch_warnings():
@@ -123,6 +131,8 @@ def render(f: BinaryIO, content_type: str, width: int, height: int, method: str,
 
 
 def _resize(img: Image.Image, box_w: int, box_h: int, method: str) -> Image.Image:
+    from PIL import Image
+
     w, h = img.size
     if method == "scale":
         ratio = min(box_w / w, box_h / h, 1.0)  # never upscale

@@ -16,7 +16,11 @@ from homeserver.storage.events import StoredEvent
 _UNSIGNED_KEYS = ("prev_content", "replaces_state", "prev_sender", "invite_room_state", "knock_room_state")
 
 
-def _base(stored: StoredEvent) -> dict[str, Any]:
+def client_base(stored: StoredEvent) -> dict[str, Any]:
+    """The reader-independent client dict (with ``room_id``, without ``unsigned.age``), computed once.
+
+    Shared: callers must not change it (:func:`client_event` gives a copy to change).
+    """
     cached = stored.client_cache
     if cached is not None:
         return cached
@@ -65,7 +69,7 @@ def client_event(stored: StoredEvent, now_ms: int, *, include_room_id: bool = Tr
         txn_id: The client's transaction ID, given only to the sending device.
         relations: Bundled aggregations for ``unsigned["m.relations"]``.
     """
-    base = _base(stored)
+    base = client_base(stored)
     out = dict(base)
     if not include_room_id:
         del out["room_id"]

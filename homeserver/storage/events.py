@@ -32,7 +32,7 @@ TXN_ID_WINDOW_MS = 60 * 60 * 1000
 RELATION_TYPES = ("m.annotation", "m.reference", "m.replace", "m.thread")
 
 
-@dataclass
+@dataclass(slots=True)
 class StoredEvent:
     """An event as persisted: the Event plus where it sits in the room.
 

@@ -1,11 +1,11 @@
 """The event as sync delivers it: formatted once, shared by every receiver."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class SyncEvent:
     """One persisted event, with its client-format dict precomputed.
 
@@ -25,7 +25,10 @@ class SyncEvent:
     federation: dict[str, Any] | None = None
     #: (user_id, device_id, txn_id) when a local client sent it.
     txn_key: tuple[str, str, str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The StoredEvent it was made from (for the federation format), when there is one.
+    stored: Any = None
+    #: Whether ``client`` shows the event redacted (StoredRoomSource re-converts when that changes).
+    redacted: bool = False
 
     @property
     def membership(self) -> str | None:
@@ -40,8 +43,8 @@ class SyncEvent:
 
     def for_viewer(self, user_id: str, device_id: str | None, event_format: str = "client") -> dict[str, Any]:
         if event_format == "federation":
-            if self.federation is None and "stored" in self.extra:
-                self.federation = self.extra["stored"].event.get_pdu_json()
+            if self.federation is None and self.stored is not None:
+                self.federation = self.stored.event.get_pdu_json()
             if self.federation is not None:
                 return self.federation
         key = self.txn_key

@@ -14,7 +14,7 @@ import logging
 from collections import OrderedDict
 from typing import Any, Iterable, Sequence
 
-from homeserver.rooms.format import client_event, strip_state_event
+from homeserver.rooms.format import client_base, strip_state_event
 from homeserver.rooms.state_cache import StateCache
 from homeserver.rooms.stream import PersistedEvent
 from homeserver.rooms.visibility import Visibility
@@ -37,13 +37,15 @@ _CACHE_SIZE = 20_000
 
 
 def to_sync_event(stored: StoredEvent, txn_key: tuple[str, str, str] | None = None) -> SyncEvent:
-    client = client_event(stored, stored.event.origin_server_ts)
-    client["unsigned"].pop("age", None)  # shared by every reader; age would be stale
+    # The stored event's own client dict (no unsigned.age, which would be stale), not a
+    # copy: the event cache, the recent-events ring and every reader share one dict.
+    client = client_base(stored)
     ev = stored.event
     return SyncEvent(room_id=ev.room_id, event_id=ev.event_id, type=ev.type, state_key=ev.state_key,
                      sender=ev.sender, stream_ordering=stored.stream_ordering,
                      topological_ordering=stored.topological_ordering, client=client,
-                     federation=None, txn_key=txn_key, extra={"stored": stored})
+                     federation=None, txn_key=txn_key, stored=stored,
+                     redacted=stored.redacted_because is not None)
 
 
 class StoredRoomSource:
@@ -60,10 +62,9 @@ class StoredRoomSource:
 
     def _convert(self, stored: StoredEvent) -> SyncEvent:
         cached = self._converted.get(stored.event_id)
-        if cached is not None and cached.extra.get("redacted") == (stored.redacted_because is not None):
+        if cached is not None and cached.redacted == (stored.redacted_because is not None):
             return cached
         event = to_sync_event(stored)
-        event.extra["redacted"] = stored.redacted_because is not None
         self._converted[stored.event_id] = event
         if len(self._converted) > _CACHE_SIZE:
             self._converted.popitem(last=False)
