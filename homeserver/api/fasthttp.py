@@ -30,9 +30,7 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.web import http
 
-from homeserver.api.errors import MatrixError
-from homeserver.api.http import (CORS_HEADERS, ApiRequest, HttpSite, Response, error_response, parse_query,
-                                 response_headers, write_now)
+from homeserver.api.http import CORS_HEADERS, ApiRequest, HttpSite, Response, parse_query, response_headers, write_now
 
 #: A request head (request line and headers) longer than this goes to Twisted, which refuses it.
 MAX_HEAD = 16 * 1024
@@ -252,24 +250,14 @@ class ClientSite(HttpSite):
         start = time.perf_counter()
         method = head.method.decode("ascii")
         path, _, query = head.target.partition(b"?")
-        route = None
-        requester = None
-        try:
-            if method == "OPTIONS":
-                response = Response(200, b"{}")
-            else:
-                request = ApiRequest(
-                    method="GET" if method == "HEAD" else method,
-                    path=path.decode("utf-8", "replace"),
-                    args=parse_query(query) if query else {},
-                    content=body,
-                    headers=head.headers,
-                    client_ip=channel.client_ip,
-                )
-                route, response = await self.router.dispatch(request)
-                requester = request.requester
-        except MatrixError as e:
-            response = error_response(e)
+        route, response, requester = await self.answer(method, lambda: ApiRequest(
+            method="GET" if method == "HEAD" else method,
+            path=path.decode("utf-8", "replace"),
+            args=parse_query(query) if query else {},
+            content=body,
+            headers=head.headers,
+            client_ip=channel.client_ip,
+        ))
         channel.respond(response.status, response, method == "HEAD")
         self.observe(method, route, response.status, time.perf_counter() - start, channel.client_ip,
                      head.target, requester)

@@ -389,40 +389,49 @@ class HttpSite(server.Site):
             self._idle_waiters.append(waiter)
             await waiter
 
+    async def answer(self, method: str, build: Callable[[], ApiRequest]) -> tuple[Route | None, Response, Any]:
+        """Answer ``OPTIONS`` directly, or run ``build()``'s request through the router.
+
+        Returns the route (None if unmatched), the response and the requester;
+        a MatrixError from ``build`` (bad query, body too large) is the response.
+        """
+        if method == "OPTIONS":
+            return None, Response(200, b"{}"), None
+        try:
+            request = build()
+        except MatrixError as e:
+            return None, error_response(e), None
+        route, response = await self.router.dispatch(request)
+        return route, response, request.requester
+
     async def _handle(self, twreq: server.Request) -> None:
         start = time.perf_counter()
         method = twreq.method.decode("ascii", "replace")
-        raw_path = twreq.path.decode("utf-8", "replace")
         for name, value in CORS_HEADERS.items():
             twreq.setHeader(name, value)
-        route = None
-        requester = None
-        try:
-            if method == "OPTIONS":
-                response = Response(200, b"{}")
-            else:
-                request = ApiRequest(
-                    method="GET" if method == "HEAD" else method,
-                    path=raw_path,
-                    args=decode_args(twreq.args),
-                    headers={k.decode("latin-1").lower(): v[-1].decode("latin-1")
-                             for k, v in twreq.requestHeaders.getAllRawHeaders()},
-                    client_ip=_client_ip(twreq),
-                    raw=twreq,
-                    body_too_large=getattr(twreq, "_too_large", False),
-                )
-                if request.body_too_large:
-                    raise too_large()
-                # Bodies over the JSON limit (allowed only under body_limits prefixes,
-                # i.e. media uploads) stay in Twisted's temp file for the handler to stream.
-                size = twreq.content.seek(0, 2)
-                twreq.content.seek(0)
-                if size <= self.max_body_size:
-                    request.content = twreq.content.read()
-                route, response = await self.router.dispatch(request)
-                requester = request.requester
-        except MatrixError as e:
-            response = error_response(e)
+
+        def build() -> ApiRequest:
+            request = ApiRequest(
+                method="GET" if method == "HEAD" else method,
+                path=twreq.path.decode("utf-8", "replace"),
+                args=decode_args(twreq.args),
+                headers={k.decode("latin-1").lower(): v[-1].decode("latin-1")
+                         for k, v in twreq.requestHeaders.getAllRawHeaders()},
+                client_ip=_client_ip(twreq),
+                raw=twreq,
+                body_too_large=getattr(twreq, "_too_large", False),
+            )
+            if request.body_too_large:
+                raise too_large()
+            # Bodies over the JSON limit (allowed only under body_limits prefixes,
+            # i.e. media uploads) stay in Twisted's temp file for the handler to stream.
+            size = twreq.content.seek(0, 2)
+            twreq.content.seek(0)
+            if size <= self.max_body_size:
+                request.content = twreq.content.read()
+            return request
+
+        route, response, requester = await self.answer(method, build)
         if twreq.finished or twreq._disconnected:  # a streaming handler answered itself
             status = twreq.code
         else:
