@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import ITCPTransport
 from twisted.web import http
 
 from homeserver.api.http import CORS_HEADERS, ApiRequest, HttpSite, Response, parse_query, response_headers, write_now
@@ -119,6 +120,10 @@ class FastChannel(protocol.Protocol):
         self.idle_since = 0.0
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        # As Twisted Web does: a response written in several sends must not have its
+        # last segment held back (Nagle) until the client's delayed ACK, 40 ms later.
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
         self.idle_since = self.site.reactor.seconds()
         self.site.channel_opened(self)
 
