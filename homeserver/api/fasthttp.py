@@ -23,6 +23,7 @@ behaviour, and the lean parser only ever sees the shape it checks for.
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -32,6 +33,8 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.web import http
 
 from homeserver.api.http import CORS_HEADERS, ApiRequest, HttpSite, Response, parse_query, response_headers, write_now
+
+logger = logging.getLogger(__name__)
 
 #: A request head (request line and headers) longer than this goes to Twisted, which refuses it.
 MAX_HEAD = 16 * 1024
@@ -188,7 +191,14 @@ class FastChannel(protocol.Protocol):
         d = defer.Deferred.fromCoroutine(site.serve(self, head, body))
         if not d.called:
             self._handling = d
+        d.addErrback(self._failed)
         d.addBoth(site._done, token)
+
+    def _failed(self, failure: Any) -> Any:
+        """``serve`` broke before answering (a bug): close rather than leave the client waiting."""
+        if not self._gone and not failure.check(defer.CancelledError):
+            self.transport.abortConnection()
+        return failure
 
     def respond(self, status: int, response: Response, head_only: bool) -> None:
         """Write one whole response, then go on with the next request or close."""
@@ -264,8 +274,11 @@ class ClientSite(HttpSite):
             client_ip=channel.client_ip,
         ))
         channel.respond(response.status, response, method == "HEAD")
-        self.observe(method, route, response.status, time.perf_counter() - start, channel.client_ip,
-                     head.target, requester)
+        try:  # answered: from here on, nothing may fail the request (see FastChannel._failed)
+            self.observe(method, route, response.status, time.perf_counter() - start, channel.client_ip,
+                         head.target, requester)
+        except Exception:
+            logger.exception("metrics or access log for %s failed", method)
 
     def channel_opened(self, channel: FastChannel) -> None:
         self._channels.add(channel)

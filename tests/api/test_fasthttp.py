@@ -250,3 +250,13 @@ async def test_responses_are_not_held_back_by_nagle(server):
         assert channel.transport.getTcpNoDelay()
     finally:
         sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handler_that_breaks_closes_the_connection(server, monkeypatch):
+    """A bug past the router's own error handling must not leave the client waiting forever."""
+    async def broken(method, build):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(server.site, "answer", broken)
+    with pytest.raises((EOFError, ConnectionResetError)):  # closed, not left hanging
+        await run(server, [VERSIONS], 1)
