@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Protocol, cast
 from urllib.parse import unquote, unquote_to_bytes
 
 from twisted.internet import defer
@@ -297,7 +297,7 @@ class _RootResource(Resource):
         self._site = site
 
     def render(self, request: server.Request) -> Any:
-        self._site.handle(request)
+        self._site.handle(cast(BoundedRequest, request))  # the site's requestFactory
         return server.NOT_DONE_YET
 
 
@@ -344,7 +344,7 @@ class HttpSite(server.Site):
                 return limit
         return self.max_body_size
 
-    def handle(self, twreq: server.Request) -> None:
+    def handle(self, twreq: BoundedRequest) -> None:
         if self.upgrade_handlers and twreq.method == b"GET":
             upgrade = self.upgrade_handlers.get(twreq.path.decode("utf-8", "replace"))
             if upgrade is not None:
@@ -356,14 +356,11 @@ class HttpSite(server.Site):
         self._in_flight.add(token)
         d = defer.Deferred.fromCoroutine(self._handle(twreq))
         d.addBoth(self._done, token, twreq)
-        if isinstance(twreq, BoundedRequest):
-            if not d.called:
-                twreq.handling = d
-        else:
-            twreq.notifyFinish().addErrback(lambda _f: d.cancel())
+        if not d.called:
+            twreq.handling = d
 
-    def _done(self, result: Any, token: object, twreq: Any = None) -> None:
-        if isinstance(twreq, BoundedRequest):
+    def _done(self, result: Any, token: object, twreq: BoundedRequest | None = None) -> None:
+        if twreq is not None:
             twreq.handling = None
         self._in_flight.discard(token)
         if not self._in_flight:
