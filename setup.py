@@ -1,4 +1,4 @@
-"""Install with ``pip install .`` (extras: ``[postgres]``, ``[test]``)."""
+"""Install with ``pip install .`` (extras: ``[postgres]``, ``[test]``, ``[bench]``)."""
 from setuptools import find_packages, setup
 
 setup(
@@ -41,6 +41,8 @@ setup(
             "jsonschema>=4.19",
             "mautrix>=0.20",
         ],
+        # bench/: the lean receivers of realtime_bench.py parse with orjson on uvloop when they can.
+        "bench": ["aiohttp>=3.8", "orjson>=3.9", "uvloop>=0.19"],
     },
     entry_points={
         "console_scripts": [

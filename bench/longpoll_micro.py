@@ -6,9 +6,11 @@ soon as an answer arrives. Messages are sent in-process one after another,
 each once every client has had the previous one. Prints the process's CPU
 microseconds per delivery (response written, answer read, next request
 parsed and parked: the whole cycle); the clients' share is small and counted
-in. ``--profile`` prints a cProfile of the sending phase.
+in. ``--profile`` prints a cProfile of the sending phase. ``--websocket``
+holds one im.qun WebSocket per member instead (a bare frame reader), so the
+cycle is: wake, frame written, frame read.
 
-Run: ``python bench/longpoll_micro.py [--profile] [members] [messages]``
+Run: ``python bench/longpoll_micro.py [--profile] [--websocket] [members] [messages]``
 """
 from __future__ import annotations
 
@@ -62,7 +64,49 @@ class Poller(protocol.Protocol):
         self.on_answer()
 
 
-async def main(profile: bool, members: int, messages: int) -> None:
+class Socket(protocol.Protocol):
+    """An im.qun WebSocket reader: upgrades, then counts sync frames (the initial one too)."""
+
+    def __init__(self, token: str, on_answer) -> None:
+        self.token, self.on_answer = token, on_answer
+        self.buf = b""
+        self.upgraded = False
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.transport.write(f"GET /_matrix/client/unstable/im.qun/ws?filter={FILTER} HTTP/1.1\r\nHost: x\r\n"
+                             f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                             f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                             f"Authorization: Bearer {self.token}\r\n\r\n".encode())
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        buf = self.buf + data
+        pos = 0
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            self.upgraded, pos = True, end + 4
+        while len(buf) - pos >= 2:
+            n, start = buf[pos + 1] & 0x7F, pos + 2
+            if n == 126:
+                n, start = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
+            elif n == 127:
+                n, start = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
+            if len(buf) < start + n:
+                break
+            opcode, pos = buf[pos] & 0x0F, start + n
+            if opcode == 1:
+                if DEBUG:
+                    print(buf[start:start + n][:400])
+                self.on_answer()
+        self.buf = buf[pos:]
+
+
+DEBUG = bool(os.environ.get("MICRO_DEBUG"))
+
+
+async def main(profile: bool, members: int, messages: int, websocket: bool = False) -> None:
     tmp = tempfile.mkdtemp()
     config = Config.from_dict({
         "server_name": "bench.local", "data_dir": tmp, "database": {"url": f"sqlite:///{tmp}/hs.db"},
@@ -86,7 +130,10 @@ async def main(profile: bool, members: int, messages: int) -> None:
         if waiter and answered[0] >= members:
             waiter.pop().callback(None)
 
-    factory_for = lambda tok: protocol.ClientFactory.forProtocol(lambda: Poller(tok, since, on_answer))  # noqa: E731
+    if websocket:
+        factory_for = lambda tok: protocol.ClientFactory.forProtocol(lambda: Socket(tok, on_answer))  # noqa: E731
+    else:
+        factory_for = lambda tok: protocol.ClientFactory.forProtocol(lambda: Poller(tok, since, on_answer))  # noqa: E731
     for tok in tokens:
         reactor.connectTCP("127.0.0.1", port, factory_for(tok))
     # Wait until every client is parked: no answers for a second (coming online changes presence).
@@ -110,8 +157,8 @@ async def main(profile: bool, members: int, messages: int) -> None:
     if prof:
         prof.disable()
     cpu = time.process_time() - cpu
-    print(f"{members} long-polls, {messages} messages: {cpu / messages / members * 1e6:.1f} µs of CPU per "
-          f"delivery (whole process: send, wake, respond, client, next request)")
+    print(f"{members} {'WebSockets' if websocket else 'long-polls'}, {messages} messages: {cpu / messages / members * 1e6:.1f} µs of CPU per "
+          f"delivery (whole process: send, wake, respond, client{'' if websocket else ', next request'})")
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(35)
     os._exit(0)
@@ -120,6 +167,6 @@ async def main(profile: bool, members: int, messages: int) -> None:
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     defer.ensureDeferred(main("--profile" in sys.argv, int(args[0]) if args else 500,
-                              int(args[1]) if len(args) > 1 else 40)).addErrback(
+                              int(args[1]) if len(args) > 1 else 40, "--websocket" in sys.argv)).addErrback(
         lambda f: (f.printTraceback(file=sys.stdout), sys.stdout.flush(), os._exit(1)))
     reactor.run()

@@ -19,7 +19,10 @@ reports the server's RSS. The receivers run in ``BENCH_CLIENT_PROCS`` (1)
 asyncio processes (aiohttp), the sender in the parent; with one process the
 client's own decoding of 500 frames per message is most of the spread.
 ``BENCH_RAW_HTTP=1`` / ``BENCH_RAW_WS=1`` swap aiohttp for minimal readers
-(keep-alive HTTP/1.1, unmasked WebSocket frames) that cost the client less.
+(keep-alive HTTP/1.1, unmasked WebSocket frames, parsed in the protocol
+callback) that cost the client less; with ``pip install -e '.[bench]'`` they
+parse with orjson and the receiving processes run on uvloop. The client
+shares the machine with the server, so what it costs shows up as latency.
 """
 from __future__ import annotations
 
@@ -30,7 +33,6 @@ import multiprocessing as mp
 import os
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,11 @@ import urllib.parse
 
 import aiohttp
 import yaml
+
+try:  # the lean clients parse with orjson when it is there (pip install -e '.[bench]'): a frame costs
+    from orjson import loads as fast_loads  # ~20 µs with json on this VM, 500 frames a message
+except ImportError:  # pragma: no cover
+    fast_loads = json.loads
 
 V3 = "/_matrix/client/v3"
 
@@ -142,44 +149,143 @@ async def longpoll_member(session, base, token, room, lat, stop: asyncio.Event, 
     return len(seen)
 
 
-async def raw_longpoll_member(session, base, token, room, lat, stop: asyncio.Event, ready) -> int:
-    """``longpoll_member`` over a bare keep-alive HTTP/1.1 connection (``BENCH_RAW_HTTP=1``).
+class _RawReader(asyncio.Protocol):
+    """Shared part of the lean clients: a connection whose bytes are parsed in ``data_received``.
 
-    aiohttp's client spends more CPU per request than the server does; this
-    one writes the request line and headers, reads the head up to the blank
-    line and the body by its Content-Length, so the client stops being the limit.
+    No stream reader and no task per connection: the frames or answers are
+    cut out of the buffer in the callback itself, which is most of what a
+    client costs per delivery (``BENCH_RAW_HTTP=1`` / ``BENCH_RAW_WS=1``).
     """
-    host, port = base.split("//", 1)[1].split(":")
-    filt = urllib.parse.quote(json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}}))
-    reader, writer = await asyncio.open_connection(host, int(port))
-    head_tail = f" HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
 
-    async def get(query: str) -> dict:
-        writer.write(f"GET {V3}/sync?filter={filt}&{query}".encode() + head_tail)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
+    def __init__(self, room: str, lat: list, ready) -> None:
+        self.room, self.lat, self.ready = room, lat, ready
+        self.seen: set = set()
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def got(self, body: dict, now: float) -> None:
+        arrivals(body, self.room, now, self.lat, self.seen)
+
+
+class _RawPoller(_RawReader):
+    def __init__(self, host: str, port: int, token: str, room: str, lat: list, ready) -> None:
+        super().__init__(room, lat, ready)
+        filt = urllib.parse.quote(json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}}))
+        self.head = f"GET {V3}/sync?filter={filt}&".encode()
+        self.tail = f" HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        self.since: str | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        transport.write(self.head + b"timeout=0" + self.tail)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self.buf = buf
+            return
         length = 0
-        for line in head.split(b"\r\n"):
+        for line in buf[:end].split(b"\r\n"):
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
-        body = json.loads(await reader.readexactly(length))
+        if len(buf) < end + 4 + length:
+            self.buf = buf
+            return
+        status, body = int(buf[9:12]), fast_loads(buf[end + 4:end + 4 + length])
+        self.buf = buf[end + 4 + length:]
         if status != 200:
             raise RuntimeError(f"/sync answered {status}: {body}")
-        return body
+        now = time.monotonic()
+        if self.since is None:
+            self.ready()
+        else:
+            self.got(body, now)
+        self.since = body["next_batch"]
+        self.transport.write(self.head + f"timeout=30000&since={urllib.parse.quote(self.since)}".encode()
+                             + self.tail)
 
-    since = (await get("timeout=0"))["next_batch"]
-    ready()
-    seen: set = set()
+
+class _RawSocket(_RawReader):
+    """Server frames are unmasked and unfragmented (docs/websocket.md): only the 2-10 byte header is parsed."""
+
+    def __init__(self, host: str, port: int, token: str, room: str, lat: list, ready) -> None:
+        super().__init__(room, lat, ready)
+        filt = urllib.parse.quote(json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}}))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.request = (f"GET /_matrix/client/unstable/im.qun/ws?filter={filt} HTTP/1.1\r\n"
+                        f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                        f"Authorization: Bearer {token}\r\n\r\n").encode()
+        self.upgraded = False
+        self.initial = True
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        pos, size = 0, len(buf)
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            assert buf.startswith(b"HTTP/1.1 101"), buf[:100]
+            self.upgraded, pos = True, end + 4
+        now = time.monotonic()
+        while size - pos >= 2:
+            b0, n, start = buf[pos], buf[pos + 1] & 0x7F, pos + 2
+            if n == 126:
+                n, start = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
+            elif n == 127:
+                n, start = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
+            if size < start + n:
+                break
+            payload, pos = buf[start:start + n], start + n
+            opcode = b0 & 0x0F
+            if opcode == 9:  # ping: answer with a masked pong
+                mask = os.urandom(4)
+                self.transport.write(bytes((0x8A, 0x80 | n)) + mask
+                                     + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+            elif opcode == 8:
+                self.transport.close()
+            elif self.initial:
+                self.initial = False
+                self.ready()
+            else:
+                frame = fast_loads(payload)
+                if frame["type"] == "sync":
+                    self.got(frame["body"], now)
+        self.buf = buf[pos:] if pos < size else b""
+
+
+async def raw_member(cls, base, token, room, lat, stop: asyncio.Event, ready) -> int:
+    host, port = base.split("//", 1)[1].split(":")
+    loop = asyncio.get_running_loop()
+    _transport, proto = await loop.create_connection(lambda: cls(host, int(port), token, room, lat, ready),
+                                                     host, int(port))
     try:
-        while not stop.is_set():
-            body = await get(f"timeout=30000&since={urllib.parse.quote(since)}")
-            arrivals(body, room, time.monotonic(), lat, seen)
-            since = body["next_batch"]
-    except (asyncio.CancelledError, asyncio.IncompleteReadError):
+        await asyncio.wait([asyncio.ensure_future(stop.wait()), proto.closed], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
         pass
     finally:
-        writer.close()
-    return len(seen)
+        proto.transport.close()
+    return len(proto.seen)
+
+
+async def raw_longpoll_member(session, base, token, room, lat, stop, ready) -> int:
+    """``longpoll_member`` over a bare keep-alive HTTP/1.1 connection (``BENCH_RAW_HTTP=1``)."""
+    return await raw_member(_RawPoller, base, token, room, lat, stop, ready)
 
 
 async def ws_member(session, base, token, room, lat, stop: asyncio.Event, ready) -> int:
@@ -203,53 +309,9 @@ async def ws_member(session, base, token, room, lat, stop: asyncio.Event, ready)
     return len(seen)
 
 
-async def raw_ws_member(session, base, token, room, lat, stop: asyncio.Event, ready) -> int:
-    """``ws_member`` with a minimal WebSocket reader instead of aiohttp's (``BENCH_RAW_WS=1``).
-
-    Server frames are unmasked and unfragmented (docs/websocket.md), so the
-    reader only parses the 2-10 byte header and answers pings; it spends a
-    fraction of aiohttp's CPU per frame, so the client stops being the limit.
-    """
-    host, port = base.split("//", 1)[1].split(":")
-    filt = json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}})
-    reader, writer = await asyncio.open_connection(host, int(port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /_matrix/client/unstable/im.qun/ws?filter={urllib.parse.quote(filt)} HTTP/1.1\r\n"
-                  f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                  f"Authorization: Bearer {token}\r\n\r\n").encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101"), head[:100]
-    seen: set = set()
-    first = True
-    try:
-        while not stop.is_set():
-            b0, b1 = await reader.readexactly(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack("!H", await reader.readexactly(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", await reader.readexactly(8))[0]
-            payload = await reader.readexactly(n)
-            opcode = b0 & 0x0F
-            if opcode == 9:  # ping: answer with a masked pong
-                mask = os.urandom(4)
-                writer.write(bytes((0x8A, 0x80 | n)) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
-                continue
-            if opcode == 8:
-                break
-            if first:  # the initial frame
-                first = False
-                ready()
-                continue
-            frame = json.loads(payload)
-            if frame["type"] == "sync":
-                arrivals(frame["body"], room, time.monotonic(), lat, seen)
-    except (asyncio.CancelledError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        writer.close()
-    return len(seen)
+async def raw_ws_member(session, base, token, room, lat, stop, ready) -> int:
+    """``ws_member`` with a minimal WebSocket reader instead of aiohttp's (``BENCH_RAW_WS=1``)."""
+    return await raw_member(_RawSocket, base, token, room, lat, stop, ready)
 
 
 def receivers(base: str, mode: str, room: str, tokens: list[str], results: "mp.Queue", stop: "mp.Event") -> None:
@@ -281,7 +343,12 @@ def receivers(base: str, mode: str, room: str, tokens: list[str], results: "mp.Q
             counts = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, int)]
         results.put(("done", (lat, sum(counts), cpu)))
 
-    asyncio.run(main())
+    try:  # libuv's loop costs the receivers less per wake-up (pip install -e '.[bench]')
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
 
 
 async def delivery(base: str, pid: int, mode: str, members: int, rate: float, seconds: float,

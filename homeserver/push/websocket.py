@@ -21,16 +21,14 @@ buffer; it is closed once it stays behind for ``slow_reader_timeout`` or
 its answers to requests pile past ``max_buffer_size``.
 
 Fan-out cost (see docs/performance.md, "Realtime"): a message to a
-500-member group wakes 500 sockets in one reactor turn. Each builds its
-frame at once, but the bytes are only written after the turn, in one burst
-over every woken socket (:meth:`WebSocketChannel._flush`): writes spread
-between builds each woke the reading peer on its own and cost several times
-more than the same writes back to back. The frame header is written here
-(server frames are unmasked and uncompressed), and the bytes go straight to
-the socket when Twisted holds nothing buffered for it. The access token is
-not re-checked per frame: deleting a token closes its sockets
-(:meth:`Authenticator.invalidate` tells the channel) and an expiring token
-is checked against its expiry time.
+500-member group wakes 500 sockets in one reactor turn. Nearly every member
+takes the body the first one built (sync/shared.py), so each frame is
+written as soon as it exists, header and all (server frames are unmasked and
+uncompressed), straight to the socket when Twisted holds nothing buffered
+for it: the first member reads the message while the others are still
+being woken. The access token is not re-checked per frame: deleting a
+token closes its sockets (:meth:`Authenticator.invalidate` tells the
+channel) and an expiring token is checked against its expiry time.
 """
 from __future__ import annotations
 
@@ -91,8 +89,6 @@ class WebSocketChannel:
         self.max_body_size = max_body_size
         self.connections: set[SyncSocket] = set()
         self._by_token: dict[str, set[SyncSocket]] = {}
-        self._to_flush: list[SyncSocket] = []
-        self._flush_call: Any = None
         authenticator.on_invalidate.append(self._tokens_invalidated)
         # autobahn is loaded by the first upgrade request (_protocol_resource), not before.
         self._factory: Any = None
@@ -166,18 +162,6 @@ class WebSocketChannel:
             resource.render(twreq)
         finally:
             self._factory.next_session = None
-
-    def _schedule_flush(self, socket: SyncSocket) -> None:
-        self._to_flush.append(socket)
-        if self._flush_call is None:
-            self._flush_call = self.clock.call_later(0, self._flush)
-
-    def _flush(self) -> None:
-        """After the reactor turn that built them: write every queued frame, back to back."""
-        self._flush_call = None
-        sockets, self._to_flush = self._to_flush, []
-        for socket in sockets:
-            socket._flush()
 
     def _tokens_invalidated(self, token_hashes: list[str]) -> None:
         for h in token_hashes:

@@ -49,6 +49,9 @@ MAX_ENTRIES = 512
 #: Distinct filters given a key; cleared when full (keys are only a cache).
 MAX_FILTERS = 10_000
 
+#: Encoded ``unread_notifications`` by (notifications, highlights): most members have the same.
+_COUNTS: dict[tuple[int, int], bytes] = {}
+
 _NO_STREAM_BUT_EVENTS = tuple(name for name in STREAMS if name != "events")
 _SPLIT = "\x00unread-counts\x00"
 
@@ -95,6 +98,9 @@ class SharedBodies:
         self.built_count = 0
         self._filters: dict[SyncFilter, int] = {}
         self._by_identity: dict[int, tuple[SyncFilter, int]] = {}
+        #: The last (since, upto, filter) looked up and its entry: the members
+        #: woken by one message come one after another with the same three objects.
+        self._last: tuple[Any, Any, Any, _Entry | None] = (None, None, None, None)
 
     def _filter_key(self, f: SyncFilter) -> int:
         # Connections reuse their parsed filter object: look it up by identity
@@ -141,10 +147,24 @@ class SharedBodies:
     def lookup(self, user_id: str, device_id: str | None, since: StreamToken | None, upto: StreamToken,
                f: SyncFilter, full_state: bool = False) -> bytes | None:
         """The encoded body for this member, when one was shared for the same change; else None."""
-        if not self._candidate(since, upto, f, full_state):
+        parts = self.parts(user_id, device_id, since, upto, f, full_state)
+        if parts is None:
             return None
-        assert since is not None
-        entry = self._entry(since, upto, f)
+        entry, counts = parts
+        return entry.prefix + counts + entry.suffix  # type: ignore[operator]
+
+    def parts(self, user_id: str, device_id: str | None, since: StreamToken | None, upto: StreamToken,
+              f: SyncFilter, full_state: bool = False) -> tuple[_Entry, bytes] | None:
+        """:meth:`lookup` unassembled: the body is ``entry.prefix + counts + entry.suffix``.
+
+        The WebSocket channel writes the pieces into its frame in one go.
+        """
+        if since is None or full_state:
+            return None
+        last_since, last_upto, last_f, entry = self._last
+        if entry is None or since is not last_since or upto is not last_upto or f is not last_f:
+            entry = self._entry(since, upto, f) if self._candidate(since, upto, f, False) else _UNSHARED
+            self._last = (since, upto, f, entry)
         if entry.prefix is None or user_id in entry.txn_senders:
             return None
         if self._ignores_a_sender(user_id, entry):
@@ -157,10 +177,14 @@ class SharedBodies:
             known = self._lazy_members_sent(user_id, device_id, entry.room_id)
             if known is None or not all(sender in known for sender in entry.senders):
                 return None
-        notes, highlights = self._unread.counts(user_id, entry.room_id)
-        counts = b'{"notification_count":%d,"highlight_count":%d}' % (notes, highlights)
+        pair = self._unread.counts(user_id, entry.room_id)
+        counts = _COUNTS.get(pair)
+        if counts is None:
+            counts = b'{"notification_count":%d,"highlight_count":%d}' % pair
+            if len(_COUNTS) < 4096:
+                _COUNTS[pair] = counts
         self.shared_count += 1
-        return entry.prefix + counts + entry.suffix
+        return entry, counts
 
     def _ignores_a_sender(self, user_id: str, entry: _Entry) -> bool:
         ignored = self._ignored_by(user_id)
@@ -174,6 +198,7 @@ class SharedBodies:
             return
         assert since is not None
         entry = self._entry(since, upto, f)
+        self._last = (since, upto, f, entry)
         if entry is _UNSHARED or entry.prefix is not None or user_id in entry.txn_senders:
             return
         if self._ignores_a_sender(user_id, entry) or self._ignores_changed(user_id, upto.account_data):
