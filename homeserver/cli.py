@@ -142,16 +142,30 @@ def import_reactor(tls_listener: bool) -> Any:
     """
     hidden = ("OpenSSL", "h2")
     if tls_listener or any(name in sys.modules for name in hidden + ("twisted.internet.reactor", "twisted.web.http")):
-        from twisted.internet import reactor
-        return reactor
+        return _install_reactor()
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # "import OpenSSL" raises ImportError
     try:
-        from twisted.internet import reactor
+        reactor = _install_reactor()
         import twisted.web.http  # noqa: F401
     finally:
         for name in hidden:
             del sys.modules[name]
+    return reactor
+
+
+def _install_reactor() -> Any:
+    """:class:`~homeserver.util.reactor.LeanEPollReactor` where epoll exists and no reactor is installed yet."""
+    if "twisted.internet.reactor" not in sys.modules:
+        try:
+            import select
+            select.epoll  # noqa: B018 - Linux only
+        except AttributeError:
+            pass
+        else:
+            from homeserver.util.reactor import install
+            return install()
+    from twisted.internet import reactor
     return reactor
 
 
