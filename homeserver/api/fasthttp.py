@@ -65,12 +65,24 @@ class _Head:
 
 def parse_head(head: bytes, max_body: int) -> _Head | None:
     """The request line and headers (without the blank line), or None where Twisted must take it."""
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
+    line, _, block = head.partition(b"\r\n")
+    request = parse_request_line(line)
+    fields = parse_fields(block, max_body) if request is not None else None
+    return None if fields is None else _Head(*request, *fields)  # type: ignore[misc]
+
+
+def parse_request_line(line: bytes) -> tuple[bytes, bytes] | None:
+    """(method, target) of an HTTP/1.1 request line this path serves, or None."""
+    parts = line.split(b" ")
     if len(parts) != 3 or parts[2] != b"HTTP/1.1" or parts[0] not in _METHODS or parts[1][:1] != b"/":
         return None
+    return parts[0], parts[1]
+
+
+def parse_fields(block: bytes, max_body: int) -> tuple[dict[str, str], int, bool] | None:
+    """(headers, Content-Length, Connection: close) of a header block, or None where Twisted must take it."""
     headers: dict[str, str] = {}
-    for line in lines[1:]:
+    for line in block.split(b"\r\n") if block else ():
         m = _HEADER.fullmatch(line)
         if m is None:
             return None
@@ -89,7 +101,7 @@ def parse_head(head: bytes, max_body: int) -> _Head | None:
         if length > max_body:
             return None
     close = "close" in headers.get("connection", "").lower()
-    return _Head(parts[0], parts[1], headers, length, close)
+    return headers, length, close
 
 
 _date: list[Any] = [0, b""]
@@ -121,6 +133,10 @@ class FastChannel(protocol.Protocol):
         self._handling: defer.Deferred[None] | None = None
         self.delegate: Any = None
         self.idle_since = 0.0
+        #: The last header block parsed on this connection, and what it gave: a
+        #: client repeats its headers request after request (a long-poll's differ
+        #: only in the request line's ``since``).
+        self._fields: tuple[bytes, tuple[dict[str, str], int, bool] | None] = (b"", None)
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         # As Twisted Web does: a response written in several sends must not have its
@@ -167,7 +183,7 @@ class FastChannel(protocol.Protocol):
                     else:
                         self._parts, self._need = [buf], len(buf) + 1
                     return
-                head = parse_head(buf[:end], self.site.max_body_size)
+                head = self._parse_head(buf, end)
                 if head is None or not self.site.takes(head.method, head.target):
                     self._hand_over(buf)
                     return
@@ -183,6 +199,22 @@ class FastChannel(protocol.Protocol):
                 self._start(head, body)
         finally:
             self._advancing = False
+
+    def _parse_head(self, buf: bytes, end: int) -> _Head | None:
+        line_end = buf.find(b"\r\n", 0, end)
+        line_end = end if line_end < 0 else line_end
+        request = parse_request_line(buf[:line_end])
+        if request is None:
+            return None
+        block = buf[line_end + 2:end]
+        known, fields = self._fields
+        if fields is None or block != known:
+            fields = parse_fields(block, self.site.max_body_size)
+            if fields is None:
+                return None
+            self._fields = (block, fields)
+        headers, length, close = fields
+        return _Head(request[0], request[1], dict(headers), length, close)
 
     def _start(self, head: _Head, body: bytes) -> None:
         site = self.site
@@ -242,6 +274,7 @@ class ClientSite(HttpSite):
         super().__init__(*args, **kwargs)
         #: Path prefixes whose handlers need the Twisted request (``ApiRequest.raw``).
         self.twisted_prefixes: list[str] = []
+        self._prefixes: tuple[list[str], tuple[bytes, ...]] = ([], ())
         #: Seconds a connection may sit with no request in progress before it is closed.
         self.idle_timeout = IDLE_TIMEOUT
         self._channels: set[FastChannel] = set()
@@ -256,10 +289,14 @@ class ClientSite(HttpSite):
 
     def takes(self, method: bytes, target: bytes) -> bool:
         """Whether the lean path serves this request (no upgrade, no raw-request handler)."""
-        path = target.split(b"?", 1)[0].decode("utf-8", "replace")
-        if method == b"GET" and path in self.upgrade_handlers:
+        path = target.split(b"?", 1)[0]
+        if method == b"GET" and self.upgrade_handlers and path.decode("utf-8", "replace") in self.upgrade_handlers:
             return False
-        return not path.startswith(tuple(self.twisted_prefixes))
+        known, prefixes = self._prefixes
+        if known != self.twisted_prefixes:  # the list is filled in when the server starts
+            prefixes = tuple(p.encode("utf-8") for p in self.twisted_prefixes)
+            self._prefixes = (list(self.twisted_prefixes), prefixes)
+        return not path.startswith(prefixes)
 
     async def serve(self, channel: FastChannel, head: _Head, body: bytes) -> None:
         start = time.perf_counter()

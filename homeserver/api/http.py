@@ -511,30 +511,39 @@ _PAIRS_MAX = 4096
 def parse_query(query: bytes) -> dict[str, list[str]]:
     """A query string's parameters, as Twisted Web parses them (``&`` or ``;``, ``+`` is a space).
 
-    Each ``name=value`` pair is decoded once and remembered: a long-poll's
-    every request repeats its URL-encoded filter, and only ``since`` changes.
+    Each ``name=value`` pair that needs unquoting is decoded once and
+    remembered: a long-poll's every request repeats its URL-encoded filter,
+    and only ``since`` (plain text, decoded as is) changes.
     """
     args: dict[str, list[str]] = {}
     for pair in query.replace(b";", b"&").split(b"&"):
-        decoded = _PAIRS.get(pair)
+        decoded = _PAIRS.get(pair) or _decode_pair(pair)
         if decoded is None:
-            if b"=" not in pair:
-                continue
-            name, value = pair.split(b"=", 1)
-            try:
-                decoded = (unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8"),
-                           unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8"))
-            except UnicodeDecodeError:
-                raise MatrixError(400, "M_INVALID_PARAM", "Query parameters must be UTF-8") from None
-            if len(_PAIRS) >= _PAIRS_MAX:
-                _PAIRS.clear()
-            _PAIRS[pair] = decoded
+            continue
         values = args.get(decoded[0])
         if values is None:
             args[decoded[0]] = [decoded[1]]
         else:
             values.append(decoded[1])
     return args
+
+
+def _decode_pair(pair: bytes) -> tuple[str, str] | None:
+    if b"=" not in pair:
+        return None
+    name, value = pair.split(b"=", 1)
+    plain = b"%" not in pair and b"+" not in pair
+    try:
+        if plain:
+            return name.decode("utf-8"), value.decode("utf-8")
+        decoded = (unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8"),
+                   unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MatrixError(400, "M_INVALID_PARAM", "Query parameters must be UTF-8") from None
+    if len(_PAIRS) >= _PAIRS_MAX:
+        _PAIRS.clear()
+    _PAIRS[pair] = decoded
+    return decoded
 
 
 def decode_args(args: dict[bytes, list[bytes]]) -> dict[str, list[str]]:

@@ -111,6 +111,18 @@ async def test_head_and_connection_close(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_headers_that_change_between_requests_are_read_afresh(server):
+    """A connection's header block is parsed once while it repeats; any change is parsed again."""
+    put = "PUT /_matrix/client/v3/profile/@a:x/displayname HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{}"
+    writes = [put.format(2, "{}").encode(), put.format(2, "{}").encode(), put.format(13, '{"a": "0123"}').encode(),
+              VERSIONS, b"GET /_matrix/client/versions HTTP/1.1\r\n\r\n"]
+    responses, _ = await run(server, [b"".join(writes)], 5)
+    # Unauthenticated PUTs: each body was framed by its own Content-Length, or the later requests would fail.
+    assert [r[0] for r in responses] == [401, 401, 401, 200, 200]
+    assert all(json.loads(r[2])["errcode"] == "M_MISSING_TOKEN" for r in responses[:3])
+
+
+@pytest_twisted.ensureDeferred
 async def test_options_and_errors(server):
     options = b"OPTIONS /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\n\r\n"
     unknown = b"GET /_matrix/client/v3/nope HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -226,7 +238,8 @@ def test_parse_query_matches_twisted():
     from twisted.web.http import parse_qs
 
     from homeserver.api.http import decode_args
-    for query in [b"a=1&b=%20x+y&a=2", b"filter=%7B%22a%22%3A1%7D;x=", b"noeq&c=d", b"=v&k=", b"x=%E2%82%AC"]:
+    for query in [b"a=1&b=%20x+y&a=2", b"filter=%7B%22a%22%3A1%7D;x=", b"noeq&c=d", b"=v&k=", b"x=%E2%82%AC",
+                  b"since=s1_2_3&timeout=30000&x=\xe2\x82\xac"]:
         assert parse_query(query) == decode_args(parse_qs(query, 1))
         assert parse_query(query) == decode_args(parse_qs(query, 1))  # from the pair cache
 
