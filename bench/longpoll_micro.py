@@ -27,7 +27,11 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twisted.internet import defer, protocol, reactor  # noqa: E402
+from homeserver.cli import import_reactor  # noqa: E402
+
+reactor = import_reactor(False)  # the daemon's reactor
+
+from twisted.internet import defer, protocol  # noqa: E402
 
 from homeserver import Config, HomeServer  # noqa: E402
 from homeserver.rooms.create import CreateRoomRequest  # noqa: E402

@@ -21,7 +21,7 @@ client's own decoding of 500 frames per message is most of the spread.
 ``BENCH_RAW_HTTP=1`` / ``BENCH_RAW_WS=1`` swap aiohttp for minimal readers
 (keep-alive HTTP/1.1, unmasked WebSocket frames, parsed in the protocol
 callback) that cost the client less; with ``pip install -e '.[bench]'`` they
-parse with orjson and the receiving processes run on uvloop. The client
+parse with orjson, and the sender and receivers run on uvloop. The client
 shares the machine with the server, so what it costs shows up as latency.
 """
 from __future__ import annotations
@@ -343,12 +343,16 @@ def receivers(base: str, mode: str, room: str, tokens: list[str], results: "mp.Q
             counts = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, int)]
         results.put(("done", (lat, sum(counts), cpu)))
 
-    try:  # libuv's loop costs the receivers less per wake-up (pip install -e '.[bench]')
+    run(main())
+
+
+def run(coro) -> object:
+    """Run on uvloop where installed (pip install -e '.[bench]'): libuv's loop costs less per wake-up."""
+    try:
         import uvloop
     except ImportError:  # pragma: no cover
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 async def delivery(base: str, pid: int, mode: str, members: int, rate: float, seconds: float,
@@ -475,13 +479,13 @@ def main() -> None:
                 except OSError:
                     time.sleep(0.05)
             if mode == "idle":
-                asyncio.run(idle(base, proc.pid, int(sys.argv[2]) if len(sys.argv) > 2 else 10_000))
+                run(idle(base, proc.pid, int(sys.argv[2]) if len(sys.argv) > 2 else 10_000))
             else:
                 members = int(sys.argv[2]) if len(sys.argv) > 2 else 500
                 rate = float(sys.argv[3]) if len(sys.argv) > 3 else 20
                 seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 15
                 procs = int(os.environ.get("BENCH_CLIENT_PROCS", "1"))
-                asyncio.run(delivery(base, proc.pid, mode, members, rate, seconds, procs))
+                run(delivery(base, proc.pid, mode, members, rate, seconds, procs))
             print(f"server peak RSS {rss(proc.pid, 'VmHWM:') >> 20} MiB")
         finally:
             proc.terminate()
