@@ -101,13 +101,8 @@ class Socket(protocol.Protocol):
                 break
             opcode, pos = buf[pos] & 0x0F, start + n
             if opcode == 1:
-                if DEBUG:
-                    print(buf[start:start + n][:400])
                 self.on_answer()
         self.buf = buf[pos:]
-
-
-DEBUG = bool(os.environ.get("MICRO_DEBUG"))
 
 
 async def main(profile: bool, members: int, messages: int, websocket: bool = False) -> None:
@@ -161,7 +156,8 @@ async def main(profile: bool, members: int, messages: int, websocket: bool = Fal
     if prof:
         prof.disable()
     cpu = time.process_time() - cpu
-    print(f"{members} {'WebSockets' if websocket else 'long-polls'}, {messages} messages: {cpu / messages / members * 1e6:.1f} µs of CPU per "
+    kind = "WebSockets" if websocket else "long-polls"
+    print(f"{members} {kind}, {messages} messages: {cpu / messages / members * 1e6:.1f} µs of CPU per "
           f"delivery (whole process: send, wake, respond, client{'' if websocket else ', next request'})")
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(35)

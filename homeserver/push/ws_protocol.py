@@ -126,13 +126,13 @@ class SyncSocket(WebSocketServerProtocol):
             return False
         self._dirty = False
         self.since = upto
-        entry, counts = parts
+        prefix, counts, suffix = parts
         if self._paused or self.state != self.STATE_OPEN:
-            self._send_encoded(b"".join((_SYNC_OPEN, entry.prefix, counts, entry.suffix, b"}")))  # type: ignore[arg-type]
+            self._send_encoded(b"".join((_SYNC_OPEN, prefix, counts, suffix, b"}")))
             return True
-        # The common case, in one piece: frame header, then the body around this member's counts.
-        n = len(entry.prefix) + len(counts) + len(entry.suffix) + len(_SYNC_OPEN) + 1  # type: ignore[arg-type]
-        write_now(self.transport, b"".join((_header(n), _SYNC_OPEN, entry.prefix, counts, entry.suffix, b"}")))  # type: ignore[arg-type]
+        # The common case, in one piece: the frame header, then the body around this member's counts.
+        size = len(_SYNC_OPEN) + len(prefix) + len(counts) + len(suffix) + 1
+        write_now(self.transport, b"".join((_header(size), _SYNC_OPEN, prefix, counts, suffix, b"}")))
         return True
 
     async def _push(self) -> None:

@@ -148,16 +148,13 @@ class SharedBodies:
                f: SyncFilter, full_state: bool = False) -> bytes | None:
         """The encoded body for this member, when one was shared for the same change; else None."""
         parts = self.parts(user_id, device_id, since, upto, f, full_state)
-        if parts is None:
-            return None
-        entry, counts = parts
-        return entry.prefix + counts + entry.suffix  # type: ignore[operator]
+        return None if parts is None else b"".join(parts)
 
     def parts(self, user_id: str, device_id: str | None, since: StreamToken | None, upto: StreamToken,
-              f: SyncFilter, full_state: bool = False) -> tuple[_Entry, bytes] | None:
-        """:meth:`lookup` unassembled: the body is ``entry.prefix + counts + entry.suffix``.
+              f: SyncFilter, full_state: bool = False) -> tuple[bytes, bytes, bytes] | None:
+        """:meth:`lookup` unassembled: (prefix, this member's unread counts, suffix).
 
-        The WebSocket channel writes the pieces into its frame in one go.
+        The WebSocket channel joins the pieces into its frame in one go.
         """
         if since is None or full_state:
             return None
@@ -165,7 +162,8 @@ class SharedBodies:
         if entry is None or since is not last_since or upto is not last_upto or f is not last_f:
             entry = self._entry(since, upto, f) if self._candidate(since, upto, f, False) else _UNSHARED
             self._last = (since, upto, f, entry)
-        if entry.prefix is None or user_id in entry.txn_senders:
+        prefix = entry.prefix
+        if prefix is None or user_id in entry.txn_senders:
             return None
         if self._ignores_a_sender(user_id, entry):
             return None
@@ -184,7 +182,7 @@ class SharedBodies:
             if len(_COUNTS) < 4096:
                 _COUNTS[pair] = counts
         self.shared_count += 1
-        return entry, counts
+        return prefix, counts, entry.suffix
 
     def _ignores_a_sender(self, user_id: str, entry: _Entry) -> bool:
         ignored = self._ignored_by(user_id)
