@@ -338,7 +338,7 @@ class HomeServer:
             self.metrics.count_from("homeserver_sync_bodies", "Incremental sync bodies: shared or built",
                                     "how", lambda: {"shared": shared.shared_count, "built": shared.built_count})
         self.site = ClientSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
-        self.site.twisted_prefixes.extend(RAW_PREFIXES)
+        self.site.serve_with_twisted(RAW_PREFIXES)
         self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
         self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,
                                           self.notifier, self.presence, self.clock, self.sync_config,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import ITCPTransport
@@ -56,30 +56,37 @@ _CORS = b"".join(b"%s: %s\r\n" % item for item in CORS_HEADERS.items())
 _STATUS = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in http.RESPONSES.items()}
 
 
+#: What a header block says: (headers, Content-Length, Connection: close).
+_Fields = tuple[dict[str, str], int, bool]
+
+
 class _Head:
-    __slots__ = ("method", "target", "headers", "length", "close")
+    __slots__ = ("method", "target", "headers", "length", "close", "block", "fields")
 
-    def __init__(self, method: bytes, target: bytes, headers: dict[str, str], length: int, close: bool) -> None:
-        self.method, self.target, self.headers, self.length, self.close = method, target, headers, length, close
+    def __init__(self, method: bytes, target: bytes, block: bytes, fields: _Fields) -> None:
+        self.method, self.target, self.block, self.fields = method, target, block, fields
+        # The request gets its own copy: the parsed fields may serve the next request too.
+        self.headers, self.length, self.close = dict(fields[0]), fields[1], fields[2]
 
 
-def parse_head(head: bytes, max_body: int) -> _Head | None:
-    """The request line and headers (without the blank line), or None where Twisted must take it."""
+def parse_head(head: bytes, max_body: int, previous: _Head | None = None) -> _Head | None:
+    """The request line and headers (without the blank line), or None where Twisted must take it.
+
+    A header block equal to ``previous``'s, byte for byte, is not parsed again:
+    a client repeats its headers request after request (a long-poll's differ
+    only in the request line's ``since``).
+    """
     line, _, block = head.partition(b"\r\n")
-    request = parse_request_line(line)
-    fields = parse_fields(block, max_body) if request is not None else None
-    return None if fields is None else _Head(*request, *fields)  # type: ignore[misc]
-
-
-def parse_request_line(line: bytes) -> tuple[bytes, bytes] | None:
-    """(method, target) of an HTTP/1.1 request line this path serves, or None."""
     parts = line.split(b" ")
     if len(parts) != 3 or parts[2] != b"HTTP/1.1" or parts[0] not in _METHODS or parts[1][:1] != b"/":
         return None
-    return parts[0], parts[1]
+    if previous is not None and previous.block == block:
+        return _Head(parts[0], parts[1], block, previous.fields)
+    fields = _parse_fields(block, max_body)
+    return None if fields is None else _Head(parts[0], parts[1], block, fields)
 
 
-def parse_fields(block: bytes, max_body: int) -> tuple[dict[str, str], int, bool] | None:
+def _parse_fields(block: bytes, max_body: int) -> _Fields | None:
     """(headers, Content-Length, Connection: close) of a header block, or None where Twisted must take it."""
     headers: dict[str, str] = {}
     for line in block.split(b"\r\n") if block else ():
@@ -133,10 +140,8 @@ class FastChannel(protocol.Protocol):
         self._handling: defer.Deferred[None] | None = None
         self.delegate: Any = None
         self.idle_since = 0.0
-        #: The last header block parsed on this connection, and what it gave: a
-        #: client repeats its headers request after request (a long-poll's differ
-        #: only in the request line's ``since``).
-        self._fields: tuple[bytes, tuple[dict[str, str], int, bool] | None] = (b"", None)
+        #: The last request's head: its header block is reused when the next one repeats it.
+        self._last: _Head | None = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         # As Twisted Web does: a response written in several sends must not have its
@@ -183,10 +188,11 @@ class FastChannel(protocol.Protocol):
                     else:
                         self._parts, self._need = [buf], len(buf) + 1
                     return
-                head = self._parse_head(buf, end)
+                head = parse_head(buf[:end], self.site.max_body_size, self._last)
                 if head is None or not self.site.takes(head.method, head.target):
                     self._hand_over(buf)
                     return
+                self._last = head
                 total = end + 4 + head.length
                 if len(buf) < total:
                     self._parts, self._need = [buf], total
@@ -199,22 +205,6 @@ class FastChannel(protocol.Protocol):
                 self._start(head, body)
         finally:
             self._advancing = False
-
-    def _parse_head(self, buf: bytes, end: int) -> _Head | None:
-        line_end = buf.find(b"\r\n", 0, end)
-        line_end = end if line_end < 0 else line_end
-        request = parse_request_line(buf[:line_end])
-        if request is None:
-            return None
-        block = buf[line_end + 2:end]
-        known, fields = self._fields
-        if fields is None or block != known:
-            fields = parse_fields(block, self.site.max_body_size)
-            if fields is None:
-                return None
-            self._fields = (block, fields)
-        headers, length, close = fields
-        return _Head(request[0], request[1], dict(headers), length, close)
 
     def _start(self, head: _Head, body: bytes) -> None:
         site = self.site
@@ -272,9 +262,8 @@ class ClientSite(HttpSite):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: Path prefixes whose handlers need the Twisted request (``ApiRequest.raw``).
-        self.twisted_prefixes: list[str] = []
-        self._prefixes: tuple[list[str], tuple[bytes, ...]] = ([], ())
+        #: Path prefixes whose handlers need the Twisted request (see :meth:`serve_with_twisted`).
+        self.twisted_prefixes: tuple[bytes, ...] = ()
         #: Seconds a connection may sit with no request in progress before it is closed.
         self.idle_timeout = IDLE_TIMEOUT
         self._channels: set[FastChannel] = set()
@@ -287,16 +276,16 @@ class ClientSite(HttpSite):
         """A Twisted Web channel, for a connection the lean path hands over."""
         return HttpSite.buildProtocol(self, addr)
 
+    def serve_with_twisted(self, prefixes: Iterable[str]) -> None:
+        """Requests under these path prefixes go to Twisted Web: their handlers use ``ApiRequest.raw``."""
+        self.twisted_prefixes += tuple(prefix.encode("utf-8") for prefix in prefixes)
+
     def takes(self, method: bytes, target: bytes) -> bool:
         """Whether the lean path serves this request (no upgrade, no raw-request handler)."""
         path = target.split(b"?", 1)[0]
         if method == b"GET" and self.upgrade_handlers and path.decode("utf-8", "replace") in self.upgrade_handlers:
             return False
-        known, prefixes = self._prefixes
-        if known != self.twisted_prefixes:  # the list is filled in when the server starts
-            prefixes = tuple(p.encode("utf-8") for p in self.twisted_prefixes)
-            self._prefixes = (list(self.twisted_prefixes), prefixes)
-        return not path.startswith(prefixes)
+        return not path.startswith(self.twisted_prefixes)
 
     async def serve(self, channel: FastChannel, head: _Head, body: bytes) -> None:
         start = time.perf_counter()
