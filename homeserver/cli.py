@@ -156,15 +156,11 @@ def import_reactor(tls_listener: bool) -> Any:
 
 def _install_reactor() -> Any:
     """:class:`~homeserver.util.reactor.LeanEPollReactor` where epoll exists and no reactor is installed yet."""
-    if "twisted.internet.reactor" not in sys.modules:
-        try:
-            import select
-            select.epoll  # noqa: B018 - Linux only
-        except AttributeError:
-            pass
-        else:
-            from homeserver.util.reactor import install
-            return install()
+    import select
+
+    if "twisted.internet.reactor" not in sys.modules and hasattr(select, "epoll"):  # epoll: Linux only
+        from homeserver.util.reactor import install
+        return install()
     from twisted.internet import reactor
     return reactor
 
