@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from homeserver.cli import import_reactor  # noqa: E402
 
@@ -35,6 +36,7 @@ from twisted.internet import defer, protocol  # noqa: E402
 
 from homeserver import Config, HomeServer  # noqa: E402
 from homeserver.rooms.create import CreateRoomRequest  # noqa: E402
+from realtime_bench import cut_frames  # noqa: E402
 
 FILTER = quote(json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}}))
 _NEXT = re.compile(rb'"next_batch":"([^"]+)"')
@@ -91,15 +93,8 @@ class Socket(protocol.Protocol):
                 self.buf = buf
                 return
             self.upgraded, pos = True, end + 4
-        while len(buf) - pos >= 2:
-            n, start = buf[pos + 1] & 0x7F, pos + 2
-            if n == 126:
-                n, start = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
-            elif n == 127:
-                n, start = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
-            if len(buf) < start + n:
-                break
-            opcode, pos = buf[pos] & 0x0F, start + n
+        frames, pos = cut_frames(buf, pos)
+        for opcode, _payload in frames:
             if opcode == 1:
                 self.on_answer()
         self.buf = buf[pos:]

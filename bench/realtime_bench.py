@@ -214,8 +214,29 @@ class _RawPoller(_RawReader):
                              + self.tail)
 
 
+def cut_frames(buf: bytes, pos: int = 0) -> tuple[list[tuple[int, bytes]], int]:
+    """The whole frames in ``buf`` from ``pos`` as (opcode, payload), and where the rest begins.
+
+    Server frames are unmasked and unfragmented (docs/websocket.md), so only
+    the 2-10 byte header is read.
+    """
+    frames = []
+    size = len(buf)
+    while size - pos >= 2:
+        n, start = buf[pos + 1] & 0x7F, pos + 2
+        if n == 126:
+            n, start = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
+        elif n == 127:
+            n, start = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
+        if start > size or start + n > size:  # the header or the payload is still incomplete
+            break
+        frames.append((buf[pos] & 0x0F, buf[start:start + n]))
+        pos = start + n
+    return frames, pos
+
+
 class _RawSocket(_RawReader):
-    """Server frames are unmasked and unfragmented (docs/websocket.md): only the 2-10 byte header is parsed."""
+    """An im.qun WebSocket reader (frames cut by :func:`cut_frames`)."""
 
     def __init__(self, host: str, port: int, token: str, room: str, lat: list, ready) -> None:
         super().__init__(room, lat, ready)
@@ -234,7 +255,7 @@ class _RawSocket(_RawReader):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
-        pos, size = 0, len(buf)
+        pos = 0
         if not self.upgraded:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -243,19 +264,11 @@ class _RawSocket(_RawReader):
             assert buf.startswith(b"HTTP/1.1 101"), buf[:100]
             self.upgraded, pos = True, end + 4
         now = time.monotonic()
-        while size - pos >= 2:
-            b0, n, start = buf[pos], buf[pos + 1] & 0x7F, pos + 2
-            if n == 126:
-                n, start = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
-            elif n == 127:
-                n, start = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
-            if size < start + n:
-                break
-            payload, pos = buf[start:start + n], start + n
-            opcode = b0 & 0x0F
+        frames, pos = cut_frames(buf, pos)
+        for opcode, payload in frames:
             if opcode == 9:  # ping: answer with a masked pong
                 mask = os.urandom(4)
-                self.transport.write(bytes((0x8A, 0x80 | n)) + mask
+                self.transport.write(bytes((0x8A, 0x80 | len(payload))) + mask
                                      + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
             elif opcode == 8:
                 self.transport.close()
@@ -266,7 +279,7 @@ class _RawSocket(_RawReader):
                 frame = fast_loads(payload)
                 if frame["type"] == "sync":
                     self.got(frame["body"], now)
-        self.buf = buf[pos:] if pos < size else b""
+        self.buf = buf[pos:] if pos < len(buf) else b""
 
 
 async def raw_member(cls, base, token, room, lat, stop: asyncio.Event, ready) -> int:
