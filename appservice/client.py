@@ -83,6 +83,10 @@ class AppserviceClientApi:
 
     # authentication ---------------------------------------------------------
 
+    def claims_token(self, token: str) -> bool:
+        """Whether ``token`` is an application service's ``as_token``."""
+        return token in self._by_token
+
     async def resolve_token(self, token: str, request: ApiRequest) -> Requester | None:
         """``Authenticator.resolvers`` hook: a Requester for an ``as_token``, else None."""
         service = self._by_token.get(token)

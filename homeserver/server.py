@@ -56,7 +56,7 @@ from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.receipts import ReceiptServlets
 from homeserver.api.client.register import RegisterServlets
-from homeserver.api.client.sync import SyncServlets
+from homeserver.api.client.sync import LeanSync, SyncServlets
 from homeserver.api.client.tags import TagServlets
 from homeserver.api.client.to_device import ToDeviceServlets
 from homeserver.api.client.typing import TypingServlets
@@ -339,6 +339,7 @@ class HomeServer:
                                     "how", lambda: {"shared": shared.shared_count, "built": shared.built_count})
         self.site = ClientSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
         self.site.serve_with_twisted(RAW_PREFIXES)
+        LeanSync(self.site, self.auth, self.sync)
         self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
         self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,
                                           self.notifier, self.presence, self.clock, self.sync_config,
@@ -367,6 +368,7 @@ class HomeServer:
             return
         client = self.appservice_client
         self.auth.resolvers.append(client.resolve_token)
+        self.auth.claimed.append(client.claims_token)
         self.accounts.exclusive_checks.append(client.check_user_id)
         self.login.flows.append({"type": LOGIN_TYPE})
         self.login.extra_types[LOGIN_TYPE] = client.login

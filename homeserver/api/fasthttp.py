@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import ITCPTransport
@@ -54,6 +54,9 @@ _TWISTED_HEADERS = frozenset(("transfer-encoding", "expect", "upgrade"))
 
 _CORS = b"".join(b"%s: %s\r\n" % item for item in CORS_HEADERS.items())
 _STATUS = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in http.RESPONSES.items()}
+_OK = _STATUS[200]
+#: A JSON response's headers before its Content-Length, as :func:`response_headers` gives them.
+_JSON_HEADERS = b"".join(b"%s: %s\r\n" % item for item in response_headers(Response(200, b""))[:-1])
 
 
 #: What a header block says: (headers, Content-Length, Connection: close).
@@ -61,12 +64,13 @@ _Fields = tuple[dict[str, str], int, bool]
 
 
 class _Head:
-    __slots__ = ("method", "target", "headers", "length", "close", "block", "fields")
+    __slots__ = ("method", "target", "path", "query", "headers", "length", "close", "block", "fields")
 
     def __init__(self, method: bytes, target: bytes, block: bytes, fields: _Fields) -> None:
         self.method, self.target, self.block, self.fields = method, target, block, fields
-        # The request gets its own copy: the parsed fields may serve the next request too.
-        self.headers, self.length, self.close = dict(fields[0]), fields[1], fields[2]
+        self.path, _, self.query = target.partition(b"?")
+        # Shared with the next request when it repeats the block: read it, never change it.
+        self.headers, self.length, self.close = fields
 
 
 def parse_head(head: bytes, max_body: int, previous: _Head | None = None) -> _Head | None:
@@ -137,7 +141,8 @@ class FastChannel(protocol.Protocol):
         self._paused = False
         self._gone = False
         self._close_after = False
-        self._handling: defer.Deferred[None] | None = None
+        #: What answers the request in progress (a Deferred, or a parked long-poll); cancelled if the client goes.
+        self.handling: Any = None
         self.delegate: Any = None
         self.idle_since = 0.0
         #: The last request's head: its header block is reused when the next one repeats it.
@@ -170,8 +175,8 @@ class FastChannel(protocol.Protocol):
         self.site.channel_closed(self)
         if self.delegate is not None:
             self.delegate.connectionLost(reason)
-        elif self._handling is not None:
-            self._handling.cancel()
+        elif self.handling is not None:
+            self.handling.cancel()
 
     def _advance(self) -> None:
         """Start every complete request in the buffer, one at a time."""
@@ -189,7 +194,8 @@ class FastChannel(protocol.Protocol):
                         self._parts, self._need = [buf], len(buf) + 1
                     return
                 head = parse_head(buf[:end], self.site.max_body_size, self._last)
-                if head is None or not self.site.takes(head.method, head.target):
+                lean = self.site.lean_gets.get(head.path) if head is not None and head.method == b"GET" else None
+                if lean is None and (head is None or not self.site.takes(head)):
                     self._hand_over(buf)
                     return
                 self._last = head
@@ -202,17 +208,20 @@ class FastChannel(protocol.Protocol):
                 self._parts, self._have, self._need = ([rest] if rest else []), len(rest), 1
                 self._busy = True
                 self._close_after = head.close
-                self._start(head, body)
+                if lean is None or not lean(self, head):
+                    self.start(head, body)
         finally:
             self._advancing = False
 
-    def _start(self, head: _Head, body: bytes) -> None:
+    def start(self, head: _Head, body: bytes, args: dict[str, list[str]] | None = None,
+              started: float | None = None) -> None:
+        """Run a request through the router (``args``: instead of the query's; ``started``: its start time)."""
         site = self.site
         token = object()
         site._in_flight.add(token)
-        d = defer.Deferred.fromCoroutine(site.serve(self, head, body))
+        d = defer.Deferred.fromCoroutine(site.serve(self, head, body, args, started))
         if not d.called:
-            self._handling = d
+            self.handling = d
         d.addErrback(self._failed)
         d.addBoth(site._done, token)
 
@@ -222,11 +231,8 @@ class FastChannel(protocol.Protocol):
             self.transport.abortConnection()
         return failure
 
-    def respond(self, status: int, response: Response, head_only: bool) -> None:
+    def respond(self, status: int, response: Response, head_only: bool = False) -> None:
         """Write one whole response, then go on with the next request or close."""
-        self._handling = None
-        if self._gone:
-            return
         out = [_STATUS.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, _CORS, date_header()]
         for name, value in response_headers(response):
             out.append(b"%s: %s\r\n" % (name, value))
@@ -235,7 +241,21 @@ class FastChannel(protocol.Protocol):
         out.append(b"\r\n")
         if not head_only:
             out.append(response.body)
-        write_now(self.transport, b"".join(out))
+        self._write_response(b"".join(out))
+
+    def respond_json(self, body: bytes) -> None:
+        """``respond(200, Response(200, body))`` with the head in one piece (what a long-poll answers)."""
+        if self._close_after:
+            self.respond(200, Response(200, body))
+        else:
+            self._write_response(b"".join((_OK, _CORS, date_header(), _JSON_HEADERS,
+                                           b"Content-Length: %d\r\n\r\n" % len(body), body)))
+
+    def _write_response(self, data: bytes) -> None:
+        self.handling = None
+        if self._gone:
+            return
+        write_now(self.transport, data)
         if self._close_after:
             self.transport.loseConnection()
             return
@@ -268,6 +288,10 @@ class ClientSite(HttpSite):
         self.idle_timeout = IDLE_TIMEOUT
         self._channels: set[FastChannel] = set()
         self._sweep: Any = None
+        #: ``GET`` handlers tried before the router, by path: ``handler(channel, head)`` answers
+        #: (or parks, setting ``channel.handling``) and returns True, or returns False to leave
+        #: the request to the router. The /sync long-poll's (api/client/sync.py) is the one.
+        self.lean_gets: dict[bytes, Callable[[FastChannel, _Head], bool]] = {}
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
         return FastChannel(self, addr)
@@ -280,23 +304,32 @@ class ClientSite(HttpSite):
         """Requests under these path prefixes go to Twisted Web: their handlers use ``ApiRequest.raw``."""
         self.twisted_prefixes += tuple(prefix.encode("utf-8") for prefix in prefixes)
 
-    def takes(self, method: bytes, target: bytes) -> bool:
+    def takes(self, head: _Head) -> bool:
         """Whether the lean path serves this request (no upgrade, no raw-request handler)."""
-        path = target.split(b"?", 1)[0]
-        if method == b"GET" and self.upgrade_handlers and path.decode("utf-8", "replace") in self.upgrade_handlers:
+        path = head.path
+        if head.method == b"GET" and self.upgrade_handlers and path.decode("utf-8", "replace") in self.upgrade_handlers:
             return False
         return not path.startswith(self.twisted_prefixes)
 
-    async def serve(self, channel: FastChannel, head: _Head, body: bytes) -> None:
-        start = time.perf_counter()
+    def begin(self, request: object) -> None:
+        """Count a request answered outside :meth:`serve` as in flight, until :meth:`end`."""
+        self._in_flight.add(request)
+
+    def end(self, request: object) -> None:
+        if request in self._in_flight:
+            self._done(None, request)
+
+    async def serve(self, channel: FastChannel, head: _Head, body: bytes,
+                    args: dict[str, list[str]] | None = None, started: float | None = None) -> None:
+        start = time.perf_counter() if started is None else started
         method = head.method.decode("ascii")
-        path, _, query = head.target.partition(b"?")
+        query = head.query
         route, response, requester = await self.answer(method, lambda: ApiRequest(
             method="GET" if method == "HEAD" else method,
-            path=path.decode("utf-8", "replace"),
-            args=parse_query(query) if query else {},
+            path=head.path.decode("utf-8", "replace"),
+            args=args if args is not None else parse_query(query) if query else {},
             content=body,
-            headers=head.headers,
+            headers=dict(head.headers),  # the request's own copy (see _Head)
             client_ip=channel.client_ip,
         ))
         channel.respond(response.status, response, method == "HEAD")

@@ -122,13 +122,19 @@ class ApiRequest:
         raise MatrixError(400, "M_INVALID_PARAM", f"Query parameter '{name}' must be true or false")
 
     def access_token(self) -> str | None:
-        auth = self.headers.get("authorization")
-        if auth:
-            scheme, _, token = auth.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
-        return self.query("access_token")
+        return access_token(self.headers, self.args)
+
+
+def access_token(headers: dict[str, str], args: dict[str, list[str]]) -> str | None:
+    """The request's access token: ``Authorization: Bearer``, else the ``access_token`` query parameter."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    values = args.get("access_token")
+    return values[-1] if values else None
 
 
 Handler = Callable[[ApiRequest], Awaitable[Any]]
@@ -505,19 +511,21 @@ def write_now(transport: Any, data: bytes) -> None:
 
 
 _PAIRS: dict[bytes, tuple[str, str]] = {}
+#: Plain pairs (``since=s12_3_0``) apart: there are many, and they must not flush the encoded ones.
+_PLAIN: dict[bytes, tuple[str, str]] = {}
 _PAIRS_MAX = 4096
 
 
 def parse_query(query: bytes) -> dict[str, list[str]]:
     """A query string's parameters, as Twisted Web parses them (``&`` or ``;``, ``+`` is a space).
 
-    Each ``name=value`` pair that needs unquoting is decoded once and
-    remembered: a long-poll's every request repeats its URL-encoded filter,
-    and only ``since`` (plain text, decoded as is) changes.
+    Each ``name=value`` pair is decoded once and remembered: a long-poll's
+    every request repeats its URL-encoded filter and its timeout, and the
+    members of a group woken together come back with the same ``since``.
     """
     args: dict[str, list[str]] = {}
     for pair in query.replace(b";", b"&").split(b"&"):
-        decoded = _PAIRS.get(pair) or _decode_pair(pair)
+        decoded = _PAIRS.get(pair) or _PLAIN.get(pair) or _decode_pair(pair)
         if decoded is None:
             continue
         values = args.get(decoded[0])
@@ -535,14 +543,16 @@ def _decode_pair(pair: bytes) -> tuple[str, str] | None:
     plain = b"%" not in pair and b"+" not in pair
     try:
         if plain:
-            return name.decode("utf-8"), value.decode("utf-8")
-        decoded = (unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8"),
-                   unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8"))
+            decoded = name.decode("utf-8"), value.decode("utf-8")
+        else:
+            decoded = (unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8"),
+                       unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8"))
     except UnicodeDecodeError:
         raise MatrixError(400, "M_INVALID_PARAM", "Query parameters must be UTF-8") from None
-    if len(_PAIRS) >= _PAIRS_MAX:
-        _PAIRS.clear()
-    _PAIRS[pair] = decoded
+    cache = _PLAIN if plain else _PAIRS
+    if len(cache) >= _PAIRS_MAX:
+        cache.clear()
+    cache[pair] = decoded
     return decoded
 
 

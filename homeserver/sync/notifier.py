@@ -107,8 +107,14 @@ class Notifier:
     def listen(self, user_id: str, callback: Callable[[], None] | None = None,
                persistent: bool = False) -> Listener:
         """Register a listener. One-shot unless ``persistent`` (remove it with :meth:`remove`)."""
-        listener = Listener(user_id, callback, persistent)
-        self._listeners.setdefault(user_id, set()).add(listener)
+        return self.add(Listener(user_id, callback, persistent))
+
+    def add(self, listener: Listener) -> Listener:
+        """Register a listener made by the caller (a :class:`Listener` subclass: see sync/service.py)."""
+        group = self._listeners.get(listener.user_id)
+        if group is None:
+            group = self._listeners[listener.user_id] = set()
+        group.add(listener)
         return listener
 
     def remove(self, listener: Listener) -> None:

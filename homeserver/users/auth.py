@@ -42,7 +42,11 @@ class Authenticator:
         self._users = users
         self._clock = clock
         self._cache: OrderedDict[str, TokenInfo] = OrderedDict()
+        #: :meth:`cached`'s answers by token, with the token's expiry; emptied by :meth:`invalidate`.
+        self._requesters: dict[str, tuple[Requester, int | None]] = {}
         self.resolvers: list[TokenResolver] = []
+        #: Whether a resolver answers for a token (no I/O): :meth:`cached` leaves those to :meth:`authenticate`.
+        self.claimed: list[Callable[[str], bool]] = []
         #: Called with the hashes of deleted tokens (the WebSocket channel closes their sockets).
         self.on_invalidate: list[Callable[[list[str]], None]] = []
 
@@ -61,6 +65,27 @@ class Authenticator:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Access token has expired", soft_logout=True)
         return Requester(info.user_id, info.device_id, token)
 
+    def cached(self, token: str) -> Requester | None:
+        """The requester for a user access token already in the cache, without I/O.
+
+        None when :meth:`authenticate` must decide: a token not cached, expired,
+        or one a resolver claims. The lean /sync path (api/client/sync.py) asks
+        this for every long-poll, so the answer is kept by token (until the next
+        :meth:`invalidate`) rather than hashing the token each time.
+        """
+        known = self._requesters.get(token)
+        if known is None:
+            info = self._cache.get(hash_token(token))
+            if info is None or any(claims(token) for claims in self.claimed):
+                return None
+            if len(self._requesters) >= _CACHE_SIZE:
+                self._requesters.clear()
+            known = self._requesters[token] = (Requester(info.user_id, info.device_id, token), info.valid_until_ms)
+        requester, valid_until_ms = known
+        if valid_until_ms is not None and valid_until_ms < self._clock.time_msec():
+            return None
+        return requester
+
     async def lookup(self, token: str) -> TokenInfo | None:
         key = hash_token(token)
         info = self._cache.get(key)
@@ -76,6 +101,7 @@ class Authenticator:
 
     def invalidate(self, token_hashes: Iterable[str]) -> None:
         hashes = list(token_hashes)
+        self._requesters.clear()
         for h in hashes:
             self._cache.pop(h, None)
         for observer in self.on_invalidate:

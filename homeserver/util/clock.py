@@ -6,7 +6,8 @@ Logic never calls ``time.time()`` or the reactor directly: it is handed a
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import math
+from typing import Any, Callable, Hashable
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
@@ -43,3 +44,43 @@ class Clock:
         d: defer.Deferred[None] = defer.Deferred()
         self._reactor.callLater(seconds, d.callback, None)
         return d
+
+
+class CoarseTimers:
+    """Many timers that may fire a little late, sharing one reactor timer per time slot.
+
+    A parked /sync long-poll holds a timeout it seldom reaches: woken by a
+    message, it cancels it, and re-parks a moment later. With hundreds of
+    members that is hundreds of reactor timers made and cancelled per
+    message, each an entry in the reactor's heap. Here a timer is an entry in
+    its slot's dict: the slot of ``slot_s`` seconds its deadline falls in,
+    fired at that slot's end, so never early and at most ``slot_s`` late.
+    """
+
+    def __init__(self, clock: Clock, slot_s: float = 0.1) -> None:
+        self._clock = clock
+        self._slot_s = slot_s
+        self._slots: dict[int, dict[Hashable, Callable[[], Any]]] = {}
+
+    def add(self, delay_s: float, key: Hashable, fn: Callable[[], Any]) -> int:
+        """Call ``fn()`` once ``delay_s`` seconds have passed; returns the slot, for :meth:`cancel`."""
+        now = self._clock.time()
+        n = math.ceil((now + delay_s) / self._slot_s)
+        timers = self._slots.get(n)
+        if timers is None:
+            timers = self._slots[n] = {}
+            self._clock.call_later(max(0.0, n * self._slot_s - now), self._fire, n)
+        timers[key] = fn
+        return n
+
+    def cancel(self, slot: int, key: Hashable) -> None:
+        timers = self._slots.get(slot)
+        if timers is not None:
+            timers.pop(key, None)
+
+    def _fire(self, slot: int) -> None:
+        for fn in self._slots.pop(slot, {}).values():
+            fn()
+
+    def pending(self) -> int:
+        return sum(len(timers) for timers in self._slots.values())

@@ -1,15 +1,21 @@
 """/sync and filters (client-server API "Syncing" and "Filtering")."""
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from homeserver.api.errors import MatrixError, forbidden
-from homeserver.api.http import ApiRequest, Response, Router
+from homeserver.api.http import ApiRequest, Response, Router, access_token, parse_query
 from homeserver.storage.filters import FilterStore
 from homeserver.sync.builder import SyncRequest
 from homeserver.sync.filters import check_filter_size, parse_filter
-from homeserver.sync.service import SyncService
+from homeserver.sync.presence import STATES
+from homeserver.sync.service import ParkedPoll, SyncService
 from homeserver.sync.tokens import StreamToken
+
+if TYPE_CHECKING:
+    from homeserver.api.fasthttp import ClientSite, FastChannel, _Head
+    from homeserver.users.auth import Authenticator, Requester
 
 
 class SyncServlets:
@@ -75,3 +81,90 @@ class SyncServlets:
         if stored is None:
             raise MatrixError(404, "M_NOT_FOUND", "No such filter")
         return stored
+
+
+class LeanSync:
+    """/sync on the lean HTTP path (api/fasthttp.py), before the router: docs/architecture.md, "The lean /sync".
+
+    With 500 members long-polling, each message is answered 500 times and
+    asked for again 500 times; through the router each of those cycles runs
+    a chain of coroutines (dispatch, auth, the servlet, the wait). This takes
+    a request only when everything it needs is in memory (a cached access
+    token, a cached filter, a ``since``) and it is either a long-poll with
+    nothing new, parked as a :class:`ParkedPoll`, or answered by a shared body.
+    Anything else, every error included, goes to the router untouched, and a
+    parked poll whose wake-up needs the ordinary build is handed to the router
+    with what is left of its timeout. Metrics and the access log are the router's.
+    """
+
+    def __init__(self, site: "ClientSite", auth: "Authenticator", sync: SyncService) -> None:
+        self._site = site
+        self._auth = auth
+        self._sync = sync
+        self._route = site.router.match("GET", "/_matrix/client/v3/sync")[0]
+        for path in ("/_matrix/client/v3/sync", "/_matrix/client/r0/sync"):
+            site.lean_gets[path.encode("ascii")] = self
+
+    def __call__(self, channel: "FastChannel", head: "_Head") -> bool:
+        try:
+            args = parse_query(head.query)
+        except MatrixError:
+            return False
+        token = access_token(head.headers, args)
+        requester = self._auth.cached(token) if token else None
+        if requester is None:
+            return False
+        since, timeout, f = _one(args, "since"), _one(args, "timeout"), self._sync.cached_filter(
+            requester.user_id, _one(args, "filter"))
+        set_presence = _one(args, "set_presence")
+        if (since is None or f is None or _one(args, "full_state") not in (None, "false", "0")
+                or (set_presence is not None and set_presence not in STATES)
+                or (timeout is not None and not timeout.isdigit())):
+            return False
+        try:
+            since_token = StreamToken.parse(since)
+        except MatrixError:
+            return False
+        poll = _LeanPoll(SyncRequest(requester.user_id, requester.device_id, since_token, f, False, set_presence),
+                         self, channel, head, args, requester)
+        result = self._sync.park(poll, int(timeout) if timeout else 0)
+        if result is True:
+            self._site.begin(poll)
+            channel.handling = poll
+        elif result:
+            poll.answer(result)
+        return result is not False
+
+
+class _LeanPoll(ParkedPoll):
+    """One /sync request taken by :class:`LeanSync`: answers its channel, or hands it to the router."""
+
+    __slots__ = ("lean", "channel", "head", "args", "requester", "started")
+
+    def __init__(self, req: SyncRequest, lean: LeanSync, channel: "FastChannel", head: "_Head",
+                 args: dict[str, list[str]], requester: "Requester") -> None:
+        super().__init__(req)
+        self.lean, self.channel, self.head, self.args, self.requester = lean, channel, head, args, requester
+        self.started = time.perf_counter()
+
+    def answer(self, body: bytes | None) -> None:
+        lean, channel = self.lean, self.channel
+        lean._site.end(self)
+        if body is None:  # the change needs the ordinary build: the router's, with the rest of the timeout
+            args = dict(self.args, timeout=[str(self.remaining_ms())])
+            channel.handling = None
+            channel.start(self.head, b"", args, self.started)
+            return
+        channel.respond_json(body)
+        lean._site.observe("GET", lean._route, 200, time.perf_counter() - self.started, channel.client_ip,
+                           self.head.target, self.requester)
+
+    def cancel(self) -> None:
+        """The client went away."""
+        super().cancel()
+        self.lean._site.end(self)
+
+
+def _one(args: dict[str, list[str]], name: str) -> str | None:
+    values = args.get(name)
+    return values[-1] if values else None
