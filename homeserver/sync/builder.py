@@ -59,7 +59,7 @@ class RoomSource(Protocol):
     async def prev_batch(self, room_id: str, first: SyncEvent | None, position: int) -> str: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SyncRequest:
     user_id: str
     device_id: str | None

@@ -41,6 +41,13 @@ class Listener:
         self.woken = False
         self.deferred: defer.Deferred[bool] | None = None
 
+    def fire(self) -> None:
+        """Woken: fire the waiting Deferred, call the callback (subclasses may do otherwise)."""
+        if self.deferred is not None and not self.deferred.called:
+            self.deferred.callback(True)
+        if self.callback is not None:
+            self.callback()
+
 
 class Notifier:
     def __init__(self, clock: Clock, members_of: MembersOf | None = None) -> None:
@@ -96,13 +103,10 @@ class Notifier:
             if not listener.persistent:
                 self._remove(listener)
             listener.woken = True
-            if listener.deferred is not None and not listener.deferred.called:
-                listener.deferred.callback(True)
-            if listener.callback is not None:
-                try:
-                    listener.callback()
-                except Exception:  # one broken listener must not stop the fan-out
-                    logger.exception("listener for %s failed", user_id)
+            try:
+                listener.fire()
+            except Exception:  # one broken listener must not stop the fan-out
+                logger.exception("listener for %s failed", user_id)
 
     def listen(self, user_id: str, callback: Callable[[], None] | None = None,
                persistent: bool = False) -> Listener:

@@ -152,6 +152,8 @@ class ParkedPoll(Listener):
 
     It is its own notifier listener (one-shot), with one coarse timer for
     its timeout (at most 0.1 s late), like :meth:`SyncService.sync`'s wait.
+    It makes no other object while it waits (no bound methods), so the
+    hundreds parked at any moment give the collector little to scan.
     Woken, it answers with the shared body when there is one, else with None
     (the caller runs the ordinary build); on timeout it answers an empty
     body. :meth:`cancel` (the client went away) ends it without answering.
@@ -173,9 +175,8 @@ class ParkedPoll(Listener):
         self._upto = upto
         self._parked = True
         self._deadline = service.clock.time() + timeout_s
-        self.callback = self._woken
         service.notifier.add(self)
-        self._slot = service.timeouts.add(timeout_s, self, self._expired)
+        self._slot = service.timeouts.add(timeout_s, self, ParkedPoll._expired)
 
     def remaining_ms(self) -> int:
         """What is left of the long-poll's timeout."""
@@ -188,11 +189,12 @@ class ParkedPoll(Listener):
         self._parked = False
         service = self._service
         service.timeouts.cancel(self._slot, self)
-        service.notifier.remove(self)  # a no-op once woken: the listener is one-shot
+        if not self.woken:  # a woken listener was removed already (one-shot)
+            service.notifier.remove(self)
         service.presence.sync_ended(self.user_id)
         return True
 
-    def _woken(self) -> None:
+    def fire(self) -> None:  # woken by the notifier
         if self._end():
             req, service = self.req, self._service
             self.answer(service.builder.shared.lookup(req.user_id, req.device_id, req.since,

@@ -60,10 +60,13 @@ class CoarseTimers:
     def __init__(self, clock: Clock, slot_s: float = 0.1) -> None:
         self._clock = clock
         self._slot_s = slot_s
-        self._slots: dict[int, dict[Hashable, Callable[[], Any]]] = {}
+        self._slots: dict[int, dict[Hashable, Callable[[Any], Any]]] = {}
 
-    def add(self, delay_s: float, key: Hashable, fn: Callable[[], Any]) -> int:
-        """Call ``fn()`` once ``delay_s`` seconds have passed; returns the slot, for :meth:`cancel`."""
+    def add(self, delay_s: float, key: Hashable, fn: Callable[[Any], Any]) -> int:
+        """Call ``fn(key)`` once ``delay_s`` seconds have passed; returns the slot, for :meth:`cancel`.
+
+        (``fn(key)``, not a bound method: a waiter's timer then costs no object of its own.)
+        """
         now = self._clock.time()
         n = math.ceil((now + delay_s) / self._slot_s)
         timers = self._slots.get(n)
@@ -79,8 +82,8 @@ class CoarseTimers:
             timers.pop(key, None)
 
     def _fire(self, slot: int) -> None:
-        for fn in self._slots.pop(slot, {}).values():
-            fn()
+        for key, fn in self._slots.pop(slot, {}).items():
+            fn(key)
 
     def pending(self) -> int:
         return sum(len(timers) for timers in self._slots.values())

@@ -179,10 +179,10 @@ def test_coarse_timers_fire_never_early_and_at_most_a_slot_late():
     clock.advance(10.03)
     timers = CoarseTimers(Clock(clock), slot_s=0.1)
     fired = []
-    a = timers.add(1.0, "a", lambda: fired.append("a"))
-    timers.add(1.0, "b", lambda: fired.append("b"))
-    c = timers.add(0.5, "c", lambda: fired.append("c"))
-    timers.add(0.02, "d", lambda: fired.append("d"))
+    a = timers.add(1.0, "a", fired.append)
+    timers.add(1.0, "b", fired.append)
+    c = timers.add(0.5, "c", fired.append)
+    timers.add(0.02, "d", fired.append)
     assert timers.pending() == 4
     timers.cancel(c, "c")
     clock.advance(0.0699)

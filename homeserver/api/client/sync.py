@@ -126,7 +126,7 @@ class LeanSync:
         except MatrixError:
             return False
         poll = _LeanPoll(SyncRequest(requester.user_id, requester.device_id, since_token, f, False, set_presence),
-                         self, channel, head, args, requester)
+                         self, channel, head, requester)
         result = self._sync.park(poll, int(timeout) if timeout else 0)
         if result is True:
             self._site.begin(poll)
@@ -139,19 +139,19 @@ class LeanSync:
 class _LeanPoll(ParkedPoll):
     """One /sync request taken by :class:`LeanSync`: answers its channel, or hands it to the router."""
 
-    __slots__ = ("lean", "channel", "head", "args", "requester", "started")
+    __slots__ = ("lean", "channel", "head", "requester", "started")
 
     def __init__(self, req: SyncRequest, lean: LeanSync, channel: "FastChannel", head: "_Head",
-                 args: dict[str, list[str]], requester: "Requester") -> None:
+                 requester: "Requester") -> None:
         super().__init__(req)
-        self.lean, self.channel, self.head, self.args, self.requester = lean, channel, head, args, requester
+        self.lean, self.channel, self.head, self.requester = lean, channel, head, requester
         self.started = time.perf_counter()
 
     def answer(self, body: bytes | None) -> None:
         lean, channel = self.lean, self.channel
         lean._site.end(self)
         if body is None:  # the change needs the ordinary build: the router's, with the rest of the timeout
-            args = dict(self.args, timeout=[str(self.remaining_ms())])
+            args = dict(parse_query(self.head.query), timeout=[str(self.remaining_ms())])
             channel.handling = None
             channel.start(self.head, b"", args, self.started)
             return
