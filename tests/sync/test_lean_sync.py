@@ -194,3 +194,40 @@ def test_coarse_timers_fire_never_early_and_at_most_a_slot_late():
     clock.advance(0.0002)
     assert sorted(fired) == ["a", "b", "d"] and timers.pending() == 0
     timers.cancel(a, "a")  # cancelling what has fired is harmless
+
+
+def test_an_answered_poll_is_freed_without_the_collector():
+    """A parked poll holds no reference cycle: hundreds wait at any moment, answered ones must not pile up."""
+    import gc
+    from types import SimpleNamespace
+
+    from homeserver.sync.builder import SyncRequest
+    from homeserver.sync.filters import DEFAULT_FILTER
+    from homeserver.sync.notifier import Notifier
+    from homeserver.sync.service import ParkedPoll
+    from homeserver.sync.tokens import StreamToken
+
+    answers = []
+
+    class Poll(ParkedPoll):
+        __slots__ = ()
+
+        def answer(self, body):
+            answers.append(body)
+
+    clock = Clock(task.Clock())
+    presence = SimpleNamespace(sync_ended=lambda user_id: None)
+    shared = SimpleNamespace(lookup=lambda *args: b"{}")
+    service = SimpleNamespace(clock=clock, notifier=Notifier(clock), timeouts=CoarseTimers(clock),
+                              presence=presence, builder=SimpleNamespace(shared=shared))
+    gc.disable()
+    try:
+        for _ in range(3):
+            poll = Poll(SyncRequest("@a:hs", "DEV", StreamToken(), DEFAULT_FILTER))
+            poll.park(service, StreamToken(), 30.0)
+            service.notifier.notify("events", 1, users=["@a:hs"])
+            del poll
+        assert answers == [b"{}"] * 3 and service.timeouts.pending() == 0
+        assert not [o for o in gc.get_objects() if type(o) is Poll]
+    finally:
+        gc.enable()
