@@ -6,8 +6,8 @@ positions. A client disconnect cancels the handler's Deferred; the
 ``finally`` blocks remove the listener and the timer.
 
 :meth:`SyncService.park` is the same wait for the lean HTTP path, without a
-coroutine: a :class:`ParkedPoll` is a listener callback and a timer, and most
-wake-ups answer with a shared body straight from the callback.
+coroutine: a :class:`ParkedPoll` is its own notifier listener with a coarse
+timer, and most wake-ups answer with a shared body straight from the notifier.
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ class SyncService:
             return DEFAULT_FILTER
         if value.startswith("{"):
             return self._inline.get(value)
-        return self._stored.get((user_id, int(value))) if value.isdigit() and len(value) < 19 else None
+        return self._stored.get((user_id, int(value))) if value.isdecimal() and len(value) < 19 else None
 
     def park(self, poll: "ParkedPoll", timeout_ms: int) -> bytes | bool:
         """:meth:`sync` for the lean path, where it is cheap: a long-poll with nothing new, or a shared body.

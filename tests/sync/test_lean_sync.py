@@ -47,6 +47,14 @@ def _poll(client, since, timeout="30000", **params):
     return defer.ensureDeferred(client.get(f"{V3}/sync", params={"since": since, "timeout": timeout, **params}))
 
 
+async def _parked(hs, client, **params):
+    """A long-poll from ``client``'s current token, once the lean path has parked it."""
+    _s, first = await client.get(f"{V3}/sync", params=params)
+    poll = _poll(client, first["next_batch"], **params)
+    await _until(lambda: hs.sync.timeouts.pending() == 1)
+    return poll
+
+
 @pytest_twisted.ensureDeferred
 async def test_parked_polls_get_a_message_and_leave_nothing_behind(hs):
     alice, bob, room_id = await _group(hs)
@@ -87,9 +95,7 @@ async def test_timeout_answers_the_since_token(hs):
 @pytest_twisted.ensureDeferred
 async def test_a_change_the_shared_body_cannot_carry_goes_to_the_router(hs):
     alice, bob, room_id = await _group(hs)
-    _s, first = await bob.get(f"{V3}/sync")
-    poll = _poll(bob, first["next_batch"])
-    await _until(lambda: hs.sync.timeouts.pending() == 1)
+    poll = await _parked(hs, bob)
     # Typing is not a shared body: the poll is rebuilt the ordinary way, with the rest of its timeout.
     assert (await alice.put(f"{V3}/rooms/{room_id}/typing/{alice.user_id}", {"typing": True, "timeout": 5000}))[0] == 200
     status, body = await poll
@@ -101,10 +107,7 @@ async def test_a_change_the_shared_body_cannot_carry_goes_to_the_router(hs):
 @pytest_twisted.ensureDeferred
 async def test_a_poll_woken_for_something_its_filter_drops_keeps_waiting(hs):
     alice, bob, room_id = await _group(hs)
-    no_ephemeral = '{"room":{"ephemeral":{"types":[]}}}'
-    _s, first = await bob.get(f"{V3}/sync", params={"filter": no_ephemeral})
-    poll = _poll(bob, first["next_batch"], filter=no_ephemeral)
-    await _until(lambda: hs.sync.timeouts.pending() == 1)
+    poll = await _parked(hs, bob, filter='{"room":{"ephemeral":{"types":[]}}}')
     await alice.put(f"{V3}/rooms/{room_id}/typing/{alice.user_id}", {"typing": True, "timeout": 5000})
     # Handed to the router, which finds nothing for this filter and waits on.
     await _until(lambda: hs.sync.timeouts.pending() == 0 and hs.notifier.listener_count() == 1)
@@ -118,9 +121,7 @@ async def test_a_poll_woken_for_something_its_filter_drops_keeps_waiting(hs):
 @pytest_twisted.ensureDeferred
 async def test_disconnect_ends_a_parked_poll(hs):
     alice, _bob, _room = await _group(hs)
-    _s, first = await alice.get(f"{V3}/sync")
-    poll = _poll(alice, first["next_batch"])
-    await _until(lambda: hs.sync.timeouts.pending() == 1)
+    poll = await _parked(hs, alice)
     poll.cancel()  # treq closes the connection
     poll.addErrback(lambda f: None)
     await _until(lambda: hs.site.in_flight == 0)
@@ -141,7 +142,10 @@ async def test_a_revoked_token_is_refused_not_parked(hs):
     assert hs.auth.cached(bob.token) is not None
     status, body = await bob.get(f"{V3}/sync", params={"since": "garbage", "timeout": "30000"})
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
-    status, body = await bob.get(f"{V3}/sync", params={"since": first["next_batch"], "timeout": "soon"})
+    for timeout in ("soon", "\u00b2"):  # a superscript two is a digit to str.isdigit, not to int()
+        status, body = await bob.get(f"{V3}/sync", params={"since": first["next_batch"], "timeout": timeout})
+        assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    status, body = await bob.get(f"{V3}/sync", params={"since": first["next_batch"], "filter": "\u00b2"})
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
 
 

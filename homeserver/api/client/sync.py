@@ -84,7 +84,7 @@ class SyncServlets:
 
 
 class LeanSync:
-    """/sync on the lean HTTP path (api/fasthttp.py), before the router: docs/architecture.md, "The lean /sync".
+    """/sync on the lean HTTP path (api/fasthttp.py), before the router (docs/sync.md, "Long-polls").
 
     With 500 members long-polling, each message is answered 500 times and
     asked for again 500 times; through the router each of those cycles runs
@@ -119,7 +119,7 @@ class LeanSync:
         set_presence = _one(args, "set_presence")
         if (since is None or f is None or _one(args, "full_state") not in (None, "false", "0")
                 or (set_presence is not None and set_presence not in STATES)
-                or (timeout is not None and not timeout.isdigit())):
+                or (timeout is not None and not (timeout.isdecimal() and len(timeout) < 19))):
             return False
         try:
             since_token = StreamToken.parse(since)
