@@ -483,6 +483,11 @@ def main() -> None:
         cmd = [sys.executable, "-m", "homeserver", "-c", "hs.yaml"]
         log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "wb")
         proc = subprocess.Popen(cmd, cwd=tmp, stderr=log, stdout=log)
+        if os.environ.get("BENCH_PIN"):  # the server alone on CPU 0, the sender and receivers on the others
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) > 1:
+                os.sched_setaffinity(proc.pid, cpus[:1])
+                os.sched_setaffinity(0, cpus[1:])  # the receiving processes, started later, inherit it
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(400):

@@ -121,6 +121,12 @@ class PresenceService:
             return
         self._syncing[user_id] = self._syncing.get(user_id, 0) + 1
         wanted = set_presence or "online"
+        if wanted == "online":
+            state = self._states.get(user_id)
+            if state is not None and state.state == "online" and state.currently_active:
+                # What set_state would find: no change, only the activity time (every long-poll comes here).
+                state.last_active_ts = self._clock.time_msec()
+                return
         if wanted != "offline":  # syncing with set_presence=offline leaves presence alone
             self.set_state(user_id, wanted, active=wanted == "online")
 

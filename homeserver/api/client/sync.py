@@ -83,6 +83,9 @@ class SyncServlets:
         return stored
 
 
+_ABSENT = (None,)
+
+
 class LeanSync:
     """/sync on the lean HTTP path (api/fasthttp.py), before the router (docs/sync.md, "Long-polls").
 
@@ -114,10 +117,11 @@ class LeanSync:
         requester = self._auth.cached(token) if token else None
         if requester is None:
             return False
-        since, timeout, f = _one(args, "since"), _one(args, "timeout"), self._sync.cached_filter(
-            requester.user_id, _one(args, "filter"))
-        set_presence = _one(args, "set_presence")
-        if (since is None or f is None or _one(args, "full_state") not in (None, "false", "0")
+        get = args.get  # a parameter's last value, as ApiRequest.query reads it
+        since, timeout = (get("since") or _ABSENT)[-1], (get("timeout") or _ABSENT)[-1]
+        set_presence, full_state = (get("set_presence") or _ABSENT)[-1], (get("full_state") or _ABSENT)[-1]
+        f = self._sync.cached_filter(requester.user_id, (get("filter") or _ABSENT)[-1])
+        if (since is None or f is None or full_state not in (None, "false", "0")
                 or (set_presence is not None and set_presence not in STATES)
                 or (timeout is not None and not (timeout.isdecimal() and len(timeout) < 19))):
             return False
@@ -163,8 +167,3 @@ class _LeanPoll(ParkedPoll):
         """The client went away."""
         super().cancel()
         self.lean._site.end(self)
-
-
-def _one(args: dict[str, list[str]], name: str) -> str | None:
-    values = args.get(name)
-    return values[-1] if values else None
