@@ -22,7 +22,8 @@ client's own decoding of 500 frames per message is most of the spread.
 (keep-alive HTTP/1.1, unmasked WebSocket frames, parsed in the protocol
 callback) that cost the client less; with ``pip install -e '.[bench]'`` they
 parse with orjson, and the sender and receivers run on uvloop. The client
-shares the machine with the server, so what it costs shows up as latency.
+shares the machine with the server, so what it costs shows up as latency;
+``BENCH_PIN=1`` keeps them apart (the server alone on CPU 0).
 """
 from __future__ import annotations
 

@@ -339,7 +339,7 @@ class HomeServer:
                                     "how", lambda: {"shared": shared.shared_count, "built": shared.built_count})
         self.site = ClientSite(self.router, config.max_request_body_size, self.metrics, config.access_log)
         self.site.serve_with_twisted(RAW_PREFIXES)
-        LeanSync(self.site, self.auth, self.sync)
+        LeanSync(self.site, self.auth, self.sync, self.sync_servlets)
         self.site.body_limits.extend((prefix, self.media_config.max_upload_size) for prefix in UPLOAD_PREFIXES)
         self.websocket = WebSocketChannel(self.router, self.auth, self.sync_servlets, self.sync_builder,
                                           self.notifier, self.presence, self.clock, self.sync_config,

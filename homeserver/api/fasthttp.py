@@ -32,7 +32,8 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import ITCPTransport
 from twisted.web import http
 
-from homeserver.api.http import CORS_HEADERS, ApiRequest, HttpSite, Response, parse_query, response_headers, write_now
+from homeserver.api.http import (CORS_HEADERS, PARKED, ApiRequest, HttpSite, Response, parse_query, response_headers,
+                                 write_now)
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +332,10 @@ class ClientSite(HttpSite):
             content=body,
             headers=dict(head.headers),  # the request's own copy (see _Head)
             client_ip=channel.client_ip,
+            lean=(channel, head, start) if method == "GET" else None,
         ))
+        if response is PARKED:  # a /sync long-poll now parked on the channel: it answers and observes
+            return
         channel.respond(response.status, response, method == "HEAD")
         try:  # answered: from here on, nothing may fail the request (see FastChannel._failed)
             self.observe(method, route, response.status, time.perf_counter() - start, channel.client_ip,

@@ -65,6 +65,9 @@ class ApiRequest:
     raw: Any = None
     #: Set by the transport when the body was over the size limit.
     body_too_large: bool = False
+    #: ``(channel, head, start time)`` of the lean HTTP connection carrying it (api/fasthttp.py), if any:
+    #: /sync may hand a long-poll to it (answering :data:`PARKED`).
+    lean: Any = None
     _json: Any = None
 
     def json(self) -> dict[str, Any]:
@@ -236,6 +239,10 @@ class Router:
         except Exception:
             logger.exception("%s %s failed", request.method, request.path)
             return route, error_response(MatrixError(500, "M_UNKNOWN", "Internal server error"))
+
+
+#: A handler's answer when the request was handed to something that answers it later (a parked /sync).
+PARKED = Response(0, b"")
 
 
 def to_response(result: Any) -> Response:

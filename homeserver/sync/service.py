@@ -11,7 +11,8 @@ timer, and most wake-ups answer with a shared body straight from the notifier.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, Callable
 
 from homeserver.api.errors import MatrixError
 from homeserver.storage.filters import FilterStore
@@ -115,8 +116,17 @@ class SyncService:
         poll.park(self, upto, min(timeout_ms, MAX_TIMEOUT_MS) / 1000)
         return True
 
-    async def sync(self, req: SyncRequest, timeout_ms: int) -> dict[str, Any] | bytes:
-        """The /sync body: a dict, or already encoded JSON when it is shared (see sync/shared.py)."""
+    async def sync(self, req: SyncRequest, timeout_ms: int,
+                   park: Callable[[SyncRequest, int], bool] | None = None) -> dict[str, Any] | bytes | None:
+        """The /sync body: a dict, or already encoded JSON when it is shared (see sync/shared.py).
+
+        ``park`` (the lean HTTP path's, api/client/sync.py) is offered a
+        long-poll whose build came out empty instead of it waiting here: the
+        request with ``since`` moved up to the build's position (nothing for
+        this user in between, so every later body is the same from there, and
+        members parked at one position can share one). When it takes it
+        (True), the result is None and the parked poll answers.
+        """
         timeout_s = min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         self.presence.sync_started(req.user_id, req.set_presence)
         listener = None
@@ -139,6 +149,8 @@ class SyncService:
                 remaining = deadline - self.clock.time()
                 if not empty or req.since is None or req.full_state or remaining <= 0:
                     return body
+                if park is not None and not listener.woken and park(replace(req, since=upto), int(remaining * 1000)):
+                    return None
                 if not await self.notifier.wait(listener, remaining):
                     return body
         finally:

@@ -43,6 +43,13 @@ async def _group(hs):
     return alice, bob, room_id
 
 
+def _parked_poll(hs, client):
+    """``client``'s parked lean long-poll (its notifier listener), if it has one."""
+    from homeserver.sync.service import ParkedPoll
+    found = [p for p in hs.notifier._listeners.get(client.user_id, ()) if isinstance(p, ParkedPoll)]
+    return found[0] if found else None
+
+
 def _poll(client, since, timeout="30000", **params):
     return defer.ensureDeferred(client.get(f"{V3}/sync", params={"since": since, "timeout": timeout, **params}))
 
@@ -108,14 +115,37 @@ async def test_a_change_the_shared_body_cannot_carry_goes_to_the_router(hs):
 async def test_a_poll_woken_for_something_its_filter_drops_keeps_waiting(hs):
     alice, bob, room_id = await _group(hs)
     poll = await _parked(hs, bob, filter='{"room":{"ephemeral":{"types":[]}}}')
+    parked = _parked_poll(hs, bob)
     await alice.put(f"{V3}/rooms/{room_id}/typing/{alice.user_id}", {"typing": True, "timeout": 5000})
-    # Handed to the router, which finds nothing for this filter and waits on.
-    await _until(lambda: hs.sync.timeouts.pending() == 0 and hs.notifier.listener_count() == 1)
-    assert not poll.called
+    # Handed to the router, which finds nothing for this filter and parks it again, from the new position.
+    await _until(lambda: _parked_poll(hs, bob) not in (None, parked))
+    assert _parked_poll(hs, bob).req.since == hs.notifier.current_token()
+    assert hs.sync.timeouts.pending() == 1 and hs.site.in_flight == 1 and not poll.called
     _s, sent = await alice.put(f"{V3}/rooms/{room_id}/send/m.room.message/t2", {"msgtype": "m.text", "body": "x"})
     status, body = await poll
     assert status == 200
     assert [e["event_id"] for e in body["rooms"]["join"][room_id]["timeline"]["events"]] == [sent["event_id"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_poll_behind_activity_elsewhere_is_parked_after_one_build(hs):
+    """On a busy server the global token moves all the time: a poll whose build finds nothing is parked too."""
+    alice, bob, room_id = await _group(hs)
+    _s, first = await bob.get(f"{V3}/sync")
+    carol = Client(hs)
+    await carol.register("carol")
+    _s, other = await carol.post(f"{V3}/createRoom", {})
+    await carol.put(f"{V3}/rooms/{other['room_id']}/send/m.room.message/c1", {"msgtype": "m.text", "body": "elsewhere"})
+    assert str(hs.notifier.current_token()) != first["next_batch"]
+    poll = _poll(bob, first["next_batch"])
+    await _until(lambda: _parked_poll(hs, bob) is not None)
+    assert _parked_poll(hs, bob).req.since == hs.notifier.current_token() and hs.sync.timeouts.pending() == 1
+    _s, sent = await alice.put(f"{V3}/rooms/{room_id}/send/m.room.message/t3", {"msgtype": "m.text", "body": "hi"})
+    status, body = await poll
+    assert status == 200 and body["next_batch"] == str(hs.notifier.current_token())
+    assert [e["event_id"] for e in body["rooms"]["join"][room_id]["timeline"]["events"]] == [sent["event_id"]]
+    assert other["room_id"] not in body["rooms"].get("join", {})
+    assert hs.sync.timeouts.pending() == 0 and hs.site.in_flight == 0 and hs.notifier.listener_count() == 0
 
 
 @pytest_twisted.ensureDeferred

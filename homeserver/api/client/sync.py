@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from homeserver.api.errors import MatrixError, forbidden
-from homeserver.api.http import ApiRequest, Response, Router, access_token, parse_query
+from homeserver.api.http import PARKED, ApiRequest, Response, Router, access_token, parse_query
 from homeserver.storage.filters import FilterStore
 from homeserver.sync.builder import SyncRequest
 from homeserver.sync.filters import check_filter_size, parse_filter
@@ -22,6 +23,8 @@ class SyncServlets:
     def __init__(self, sync: SyncService, filters: FilterStore) -> None:
         self._sync = sync
         self._filters = filters
+        #: The lean HTTP path's /sync (set by :class:`LeanSync`), to park long-polls that found nothing.
+        self.lean: LeanSync | None = None
 
     def register(self, router: Router) -> None:
         router.add_client("GET", "/sync", self.on_sync, allow_guest=True)
@@ -48,7 +51,12 @@ class SyncServlets:
         """
         req = await self.parse(request)
         timeout = request.query_int("timeout", 0, minimum=0)
-        body = await self._sync.sync(req, timeout)
+        park = None
+        if self.lean is not None and request.lean is not None:
+            park = partial(self.lean.park_after_build, request)
+        body = await self._sync.sync(req, timeout, park)
+        if body is None:
+            return PARKED
         return Response(200, body) if isinstance(body, bytes) else body
 
     async def on_create_filter(self, request: ApiRequest) -> dict[str, Any]:
@@ -100,10 +108,11 @@ class LeanSync:
     with what is left of its timeout. Metrics and the access log are the router's.
     """
 
-    def __init__(self, site: "ClientSite", auth: "Authenticator", sync: SyncService) -> None:
+    def __init__(self, site: "ClientSite", auth: "Authenticator", sync: SyncService, servlets: SyncServlets) -> None:
         self._site = site
         self._auth = auth
         self._sync = sync
+        servlets.lean = self
         self._route = site.router.match("GET", "/_matrix/client/v3/sync")[0]
         for path in ("/_matrix/client/v3/sync", "/_matrix/client/r0/sync"):
             site.lean_gets[path.encode("ascii")] = self
@@ -130,14 +139,27 @@ class LeanSync:
         except MatrixError:
             return False
         poll = _LeanPoll(SyncRequest(requester.user_id, requester.device_id, since_token, f, False, set_presence),
-                         self, channel, head, requester)
+                         self, channel, head, requester, time.perf_counter())
         result = self._sync.park(poll, int(timeout) if timeout else 0)
         if result is True:
-            self._site.begin(poll)
-            channel.handling = poll
+            self._hold(poll)
         elif result:
             poll.answer(result)
         return result is not False
+
+    def park_after_build(self, request: ApiRequest, req: SyncRequest, timeout_ms: int) -> bool:
+        """``SyncService.sync``'s ``park``: the router built this long-poll's body, found it empty, and
+        offers it here (``since`` moved up) rather than waiting in its coroutine."""
+        channel, head, started = request.lean
+        poll = _LeanPoll(req, self, channel, head, request.requester, started)
+        if self._sync.park(poll, timeout_ms) is not True:
+            return False
+        self._hold(poll)
+        return True
+
+    def _hold(self, poll: "_LeanPoll") -> None:
+        self._site.begin(poll)
+        poll.channel.handling = poll
 
 
 class _LeanPoll(ParkedPoll):
@@ -146,10 +168,9 @@ class _LeanPoll(ParkedPoll):
     __slots__ = ("lean", "channel", "head", "requester", "started")
 
     def __init__(self, req: SyncRequest, lean: LeanSync, channel: "FastChannel", head: "_Head",
-                 requester: "Requester") -> None:
+                 requester: "Requester", started: float) -> None:
         super().__init__(req)
-        self.lean, self.channel, self.head, self.requester = lean, channel, head, requester
-        self.started = time.perf_counter()
+        self.lean, self.channel, self.head, self.requester, self.started = lean, channel, head, requester, started
 
     def answer(self, body: bytes | None) -> None:
         lean, channel = self.lean, self.channel
