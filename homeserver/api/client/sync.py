@@ -105,7 +105,9 @@ class LeanSync:
     nothing new, parked as a :class:`ParkedPoll`, or answered by a shared body.
     Anything else, every error included, goes to the router untouched, and a
     parked poll whose wake-up needs the ordinary build is handed to the router
-    with what is left of its timeout. Metrics and the access log are the router's.
+    with what is left of its timeout; the router hands back a long-poll whose
+    build found nothing (:meth:`park_after_build`). Metrics and the access log
+    are the router's.
     """
 
     def __init__(self, site: "ClientSite", auth: "Authenticator", sync: SyncService, servlets: SyncServlets) -> None:
