@@ -36,7 +36,7 @@ from twisted.internet import defer, protocol  # noqa: E402
 
 from homeserver import Config, HomeServer  # noqa: E402
 from homeserver.rooms.create import CreateRoomRequest  # noqa: E402
-from realtime_bench import cut_frames  # noqa: E402
+from realtime_bench import upgraded_frames  # noqa: E402
 
 FILTER = quote(json.dumps({"room": {"timeline": {"limit": 50}}, "presence": {"types": []}}))
 _NEXT = re.compile(rb'"next_batch":"([^"]+)"')
@@ -85,19 +85,10 @@ class Socket(protocol.Protocol):
                              f"Authorization: Bearer {self.token}\r\n\r\n".encode())
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        buf = self.buf + data
-        pos = 0
-        if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = buf
-                return
-            self.upgraded, pos = True, end + 4
-        frames, pos = cut_frames(buf, pos)
+        self.upgraded, frames, self.buf = upgraded_frames(self.buf + data, self.upgraded)
         for opcode, _payload in frames:
             if opcode == 1:
                 self.on_answer()
-        self.buf = buf[pos:]
 
 
 async def main(profile: bool, members: int, messages: int, websocket: bool = False) -> None:

@@ -236,6 +236,22 @@ def cut_frames(buf: bytes, pos: int = 0) -> tuple[list[tuple[int, bytes]], int]:
     return frames, pos
 
 
+def upgraded_frames(buf: bytes, upgraded: bool) -> tuple[bool, list[tuple[int, bytes]], bytes]:
+    """A lean WebSocket reader's buffer: (upgraded yet, whole frames, the bytes left for later).
+
+    Until the upgrade, the buffer starts with the server's ``101`` answer, whose head is skipped.
+    """
+    pos = 0
+    if not upgraded:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False, [], buf
+        assert buf.startswith(b"HTTP/1.1 101"), buf[:100]
+        pos = end + 4
+    frames, pos = cut_frames(buf, pos)
+    return True, frames, buf[pos:] if pos < len(buf) else b""
+
+
 class _RawSocket(_RawReader):
     """An im.qun WebSocket reader (frames cut by :func:`cut_frames`)."""
 
@@ -255,17 +271,8 @@ class _RawSocket(_RawReader):
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
-        pos = 0
-        if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = buf
-                return
-            assert buf.startswith(b"HTTP/1.1 101"), buf[:100]
-            self.upgraded, pos = True, end + 4
+        self.upgraded, frames, self.buf = upgraded_frames(self.buf + data if self.buf else data, self.upgraded)
         now = time.monotonic()
-        frames, pos = cut_frames(buf, pos)
         for opcode, payload in frames:
             if opcode == 9:  # ping: answer with a masked pong
                 mask = os.urandom(4)
@@ -280,7 +287,6 @@ class _RawSocket(_RawReader):
                 frame = fast_loads(payload)
                 if frame["type"] == "sync":
                     self.got(frame["body"], now)
-        self.buf = buf[pos:] if pos < len(buf) else b""
 
 
 async def raw_member(cls, base, token, room, lat, stop: asyncio.Event, ready) -> int:
