@@ -12,6 +12,7 @@ into constructors. Embedding the homeserver is::
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 from typing import Any
@@ -549,35 +550,45 @@ class HomeServer:
         await self.federation_site.drain()
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish, close the database."""
+        """Stop accepting, let in-flight requests finish, close the database.
+
+        Each step runs whatever happened in the one before: a step that fails is
+        logged, and the database is closed in any case (its pool thread would
+        otherwise keep the process from exiting).
+        """
         if self._stopping:
             return
         self._stopping = True
-        self.federation_sender.stop()
-        if getattr(self, "_federation_prune", None) is not None and self._federation_prune.running:
-            self._federation_prune.stop()
         ports = self._ports + ([self._federation_port] if self._federation_port is not None else [])
         logger.info("stopping: closing listeners, %d request(s) in flight", self.site.in_flight)
-        self.media.stop()
-        self.groups.stop()
-        self.invite_codes.stop()
-        self.face_to_face.stop()
-        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
-        self._ports.clear()
-        self._federation_port = None
-        self.websocket.close_all()
+        try:
+            for step in (self.federation_sender.stop, self._stop_federation_prune, self.media.stop,
+                         self.groups.stop, self.invite_codes.stop, self.face_to_face.stop,
+                         lambda: defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports]),
+                         self.websocket.close_all, self._drain_within_grace, self.pushers.stop,
+                         self.federation_site.close_connections, self.federation_client.close,
+                         self.presence.stop, self.unread.stop, self.appservice_scheduler.stop,
+                         self.appservice_api.close):
+                try:
+                    result = step()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    logger.exception("stopping: %s failed; going on", getattr(step, "__qualname__", step))
+            self._ports.clear()
+            self._federation_port = None
+        finally:
+            await self.db.close()
+        logger.info("stopped: requests drained, database closed")
+
+    def _stop_federation_prune(self) -> None:
+        if getattr(self, "_federation_prune", None) is not None and self._federation_prune.running:
+            self._federation_prune.stop()
+
+    async def _drain_within_grace(self) -> None:
         drain = defer.Deferred.fromCoroutine(self._drain_sites())
         drain.addTimeout(self.config.shutdown_grace_period, self.reactor)
         try:
             await drain
         except defer.TimeoutError:
             logger.warning("shutting down with requests still in flight")
-        await self.pushers.stop()
-        self.federation_site.close_connections()
-        await self.federation_client.close()
-        await self.presence.stop()
-        await self.unread.stop()
-        await self.appservice_scheduler.stop()
-        await self.appservice_api.close()
-        await self.db.close()
-        logger.info("stopped: requests drained, database closed")

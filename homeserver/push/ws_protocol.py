@@ -183,7 +183,9 @@ class SyncSocket(WebSocketServerProtocol):
         if self._closed:
             return
         self._closed = True
-        self.sendClose(code, reason)
+        # autobahn's sendClose() takes only 1000 and 3000-4999 from applications; 1001 (shutdown)
+        # and 1011 (internal error) are the RFC 6455 codes for ours, so the frame is sent as is.
+        self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
         # A peer that does not read will not answer the close handshake either.
         self.channel.clock.call_later(5, self._drop)
 

@@ -58,3 +58,18 @@ async def test_stop_gives_up_after_the_grace_period(tmp_path):
         gate.callback(None)
     await task.deferLater(reactor, 0, lambda: None)
     assert hs.site.in_flight == 0                    # the late request finished without a loop
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_step_does_not_keep_the_database_open(tmp_path):
+    """A step of stop() that raises is logged and the rest still run: the database's pool thread,
+    left running, would keep the process from ever exiting."""
+    hs = await start_homeserver(make_config(tmp_path, f"sqlite:///{tmp_path}/hs.db"))
+
+    def broken():
+        raise RuntimeError("boom")
+    hs.websocket.close_all = broken
+    await hs.stop()
+    assert not hs._ports
+    with pytest.raises(RuntimeError):
+        await hs.users.count_users()

@@ -295,3 +295,30 @@ async def test_expired_token_closes_the_socket_at_the_next_frame(hs):
                     assert "after expiry" not in msg.data
 
     assert await aio(scenario()) == 4001
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_closes_sockets_with_1001(hs):
+    """Stopping the server closes each socket with 1001 (going away), which autobahn's sendClose
+    refuses from applications, and goes on to close the database."""
+    alice = await _user(hs, "alice")
+    stopping = []
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(_ws_url(hs, access_token=alice.token)) as ws:
+                await _receive(ws, "sync")
+                stopping.append(defer.ensureDeferred(hs.stop()))
+                while True:
+                    msg = await asyncio.wait_for(ws.receive(), 10)
+                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                        return ws.close_code
+
+    assert await aio(scenario()) == 1001
+    await stopping[0]
+    try:
+        await hs.users.count_users()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the database is still open after stop()")
