@@ -60,18 +60,41 @@ _OK = _STATUS[200]
 _JSON_HEADERS = b"".join(b"%s: %s\r\n" % item for item in response_headers(Response(200, b""))[:-1])
 
 
+#: Header names and values seen, decoded once and shared by every connection that sends them
+#: (every client repeats its Host, User-Agent, Accept...); credentials are never kept here.
+_NAMES: dict[bytes, str] = {}
+_VALUES: dict[bytes, str] = {}
+_SHARED_MAX = 1024
+_PRIVATE = frozenset(("authorization", "cookie", "proxy-authorization"))
+
+
+def _remember(cache: dict[bytes, str], raw: bytes, decoded: str) -> str:
+    if len(cache) >= _SHARED_MAX:
+        cache.clear()
+    cache[raw] = decoded
+    return decoded
+
+
 #: What a header block says: (headers, Content-Length, Connection: close).
 _Fields = tuple[dict[str, str], int, bool]
 
 
 class _Head:
-    __slots__ = ("method", "target", "path", "query", "headers", "length", "close", "block", "fields")
+    __slots__ = ("method", "target", "headers", "length", "close", "block", "fields")
 
     def __init__(self, method: bytes, target: bytes, block: bytes, fields: _Fields) -> None:
         self.method, self.target, self.block, self.fields = method, target, block, fields
-        self.path, _, self.query = target.partition(b"?")
         # Shared with the next request when it repeats the block: read it, never change it.
         self.headers, self.length, self.close = fields
+
+    # Derived on use, not stored: a parked long-poll keeps its head, one per connection.
+    @property
+    def path(self) -> bytes:
+        return self.target.partition(b"?")[0]
+
+    @property
+    def query(self) -> bytes:
+        return self.target.partition(b"?")[2]
 
 
 def parse_head(head: bytes, max_body: int, previous: _Head | None = None) -> _Head | None:
@@ -98,10 +121,17 @@ def _parse_fields(block: bytes, max_body: int) -> _Fields | None:
         m = _HEADER.fullmatch(line)
         if m is None:
             return None
-        name = m.group(1).decode("ascii").lower()
+        raw_name, raw_value = m.group(1, 2)
+        name = _NAMES.get(raw_name)
+        if name is None:
+            name = _remember(_NAMES, raw_name, raw_name.decode("ascii").lower())
         if name in _SINGLE and name in headers:
             return None
-        headers[name] = m.group(2).decode("latin-1")
+        if name in _PRIVATE:
+            headers[name] = raw_value.decode("latin-1")
+        else:
+            value = _VALUES.get(raw_value)
+            headers[name] = value if value is not None else _remember(_VALUES, raw_value, raw_value.decode("latin-1"))
     if not _TWISTED_HEADERS.isdisjoint(headers):
         return None
     length = 0

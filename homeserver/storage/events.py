@@ -51,6 +51,8 @@ class StoredEvent:
     redacted_because: Event | None = None
     #: Precomputed client-format dict (see homeserver.rooms.format); filled lazily.
     client_cache: dict[str, Any] | None = field(default=None, repr=False)
+    #: The sync layer's view of it (a ``SyncEvent``, see homeserver.sync.room_source); filled lazily.
+    sync_cache: Any = field(default=None, repr=False)
 
     @property
     def event_id(self) -> str:
@@ -180,6 +182,7 @@ class EventStore:
             if target is not None and target.redacted_because is None:
                 target.redacted_because = stored.event
                 target.client_cache = None
+                target.sync_cache = None
 
     def cached(self, event_id: str) -> StoredEvent | None:
         return self._cache.get(event_id)

@@ -25,8 +25,9 @@ class SyncEvent:
     federation: dict[str, Any] | None = None
     #: (user_id, device_id, txn_id) when a local client sent it.
     txn_key: tuple[str, str, str] | None = None
-    #: The StoredEvent it was made from (for the federation format), when there is one.
-    stored: Any = None
+    #: The persisted Event it was made from (for the federation format), when there is one.
+    #: Not the StoredEvent, which holds this object (``sync_cache``): no reference cycle.
+    pdu_event: Any = None
     #: Whether ``client`` shows the event redacted (StoredRoomSource re-converts when that changes).
     redacted: bool = False
 
@@ -43,8 +44,8 @@ class SyncEvent:
 
     def for_viewer(self, user_id: str, device_id: str | None, event_format: str = "client") -> dict[str, Any]:
         if event_format == "federation":
-            if self.federation is None and self.stored is not None:
-                self.federation = self.stored.event.get_pdu_json()
+            if self.federation is None and self.pdu_event is not None:
+                self.federation = self.pdu_event.get_pdu_json()
             if self.federation is not None:
                 return self.federation
         key = self.txn_key

@@ -52,7 +52,8 @@ class Listener:
 class Notifier:
     def __init__(self, clock: Clock, members_of: MembersOf | None = None) -> None:
         self._clock = clock
-        self._listeners: dict[str, set[Listener]] = {}
+        #: A user's listeners, in a list: most users have one or two (a set costs 3x the memory).
+        self._listeners: dict[str, list[Listener]] = {}
         self._positions: dict[str, int] = {f.name: 0 for f in fields(StreamToken)}
         self._token: StreamToken | None = None
         #: Joined members of a room, from the in-memory state cache (wired by server.py).
@@ -117,8 +118,8 @@ class Notifier:
         """Register a listener made by the caller (a :class:`Listener` subclass: see sync/service.py)."""
         group = self._listeners.get(listener.user_id)
         if group is None:
-            group = self._listeners[listener.user_id] = set()
-        group.add(listener)
+            group = self._listeners[listener.user_id] = []
+        group.append(listener)
         return listener
 
     def remove(self, listener: Listener) -> None:
@@ -126,8 +127,8 @@ class Notifier:
 
     def _remove(self, listener: Listener) -> None:
         group = self._listeners.get(listener.user_id)
-        if group is not None:
-            group.discard(listener)
+        if group is not None and listener in group:
+            group.remove(listener)
             if not group:
                 del self._listeners[listener.user_id]
 

@@ -11,7 +11,6 @@ member). :class:`StoredRoomSource` answers the builder's cache misses
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from typing import Any, Iterable, Sequence
 
 from homeserver.rooms.format import client_base, strip_state_event
@@ -33,19 +32,28 @@ from homeserver.sync.user_rooms import MembershipInfo, UserRooms
 logger = logging.getLogger(__name__)
 
 MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
-_CACHE_SIZE = 20_000
 
 
 def to_sync_event(stored: StoredEvent, txn_key: tuple[str, str, str] | None = None) -> SyncEvent:
-    # The stored event's own client dict (no unsigned.age, which would be stale), not a
-    # copy: the event cache, the recent-events ring and every reader share one dict.
+    """The stored event's one SyncEvent, made on first use and kept on it (``sync_cache``).
+
+    The recent-events ring, the builder's reads from the stores and every
+    reader share it, and it shares the stored event's client dict (no
+    ``unsigned.age``, which would be stale). A redaction clears the cache.
+    """
+    redacted = stored.redacted_because is not None
+    cached = stored.sync_cache
+    if cached is not None and cached.redacted == redacted and (txn_key is None or cached.txn_key == txn_key):
+        return cached
     client = client_base(stored)
     ev = stored.event
-    return SyncEvent(room_id=ev.room_id, event_id=ev.event_id, type=ev.type, state_key=ev.state_key,
-                     sender=ev.sender, stream_ordering=stored.stream_ordering,
-                     topological_ordering=stored.topological_ordering, client=client,
-                     federation=None, txn_key=txn_key, stored=stored,
-                     redacted=stored.redacted_because is not None)
+    event = SyncEvent(room_id=ev.room_id, event_id=ev.event_id, type=ev.type, state_key=ev.state_key,
+                      sender=ev.sender, stream_ordering=stored.stream_ordering,
+                      topological_ordering=stored.topological_ordering, client=client,
+                      federation=None, txn_key=txn_key if txn_key is not None else getattr(cached, "txn_key", None),
+                      pdu_event=ev, redacted=redacted)
+    stored.sync_cache = event
+    return event
 
 
 class StoredRoomSource:
@@ -58,17 +66,6 @@ class StoredRoomSource:
         self._state = state
         self._rooms = rooms
         self._visibility = visibility
-        self._converted: OrderedDict[str, SyncEvent] = OrderedDict()
-
-    def _convert(self, stored: StoredEvent) -> SyncEvent:
-        cached = self._converted.get(stored.event_id)
-        if cached is not None and cached.redacted == (stored.redacted_because is not None):
-            return cached
-        event = to_sync_event(stored)
-        self._converted[stored.event_id] = event
-        if len(self._converted) > _CACHE_SIZE:
-            self._converted.popitem(last=False)
-        return event
 
     async def load_memberships(self, user_id: str) -> dict[str, MembershipInfo]:
         rows = await self._state.get_rooms_for_user(user_id, MEMBERSHIPS)
@@ -106,7 +103,7 @@ class StoredRoomSource:
                 room = await self._rooms.get(room_id)
                 if room is not None:
                     shown = await self._visibility.filter_events(user_id, room, shown, groups)
-            out[room_id] = RoomWindow([self._convert(s) for s in shown], limited)
+            out[room_id] = RoomWindow([to_sync_event(s) for s in shown], limited)
             if with_state and window:
                 # The newest timeline event at or before the start, if the window holds it.
                 at = next(i for i, s in enumerate(window) if s is shown[0]) - 1 if shown else len(window) - 1
@@ -120,7 +117,7 @@ class StoredRoomSource:
                 {eid for g in before_start.values() if g is not None for eid in maps[g].values()})
             for room_id, g in before_start.items():
                 state = maps[g] if g is not None else {}
-                out[room_id].state_at_start = {key: self._convert(found[eid]) for key, eid in state.items()
+                out[room_id].state_at_start = {key: to_sync_event(found[eid]) for key, eid in state.items()
                                                if eid in found}
         return out
 
@@ -138,7 +135,7 @@ class StoredRoomSource:
         if ids is None:
             return {}
         found = await self._events.get_events(list(ids.values()))
-        return {key: self._convert(found[eid]) for key, eid in ids.items() if eid in found}
+        return {key: to_sync_event(found[eid]) for key, eid in ids.items() if eid in found}
 
     async def stripped_state(self, room_id: str, event_id: str) -> list[dict[str, Any]]:
         stored = await self._events.get_event(event_id)

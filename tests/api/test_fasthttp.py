@@ -234,6 +234,25 @@ def test_parse_head_takes_only_the_plain_shape():
     assert parse_head(b"GET /a HTTP/1.1\r\nConnection: close", 100).close
 
 
+def test_header_strings_are_shared_between_connections_but_credentials_are_not_kept():
+    """Every connection repeats its Host, User-Agent...: each distinct value is decoded once and shared;
+    Authorization and Cookie values are decoded per request and never kept in the shared table."""
+    from homeserver.api import fasthttp
+
+    def head(token: str):
+        return parse_head(f"GET /p?since=s1&x=%20 HTTP/1.1\r\nHost: hs.example\r\nUser-Agent: nio/1\r\n"
+                          f"Authorization: Bearer {token}\r\nCookie: c={token}".encode(), 100)
+
+    a, b = head("tok-a"), head("tok-b")
+    assert a.headers == {"host": "hs.example", "user-agent": "nio/1", "authorization": "Bearer tok-a",
+                         "cookie": "c=tok-a"}
+    assert a.headers["host"] is b.headers["host"] and a.headers["user-agent"] is b.headers["user-agent"]
+    assert not any(b"tok-" in raw for raw in fasthttp._VALUES)
+    assert not any("tok-" in value for value in fasthttp._VALUES.values())
+    assert (a.path, a.query, a.target) == (b"/p", b"since=s1&x=%20", b"/p?since=s1&x=%20")
+    assert parse_head(b"GET /p HTTP/1.1\r\nHost: x", 100).query == b""
+
+
 def test_parse_query_matches_twisted():
     from twisted.web.http import parse_qs
 

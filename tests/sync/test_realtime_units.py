@@ -125,3 +125,30 @@ def test_recent_events_span_knows_when_a_range_is_one_rooms_messages():
     assert recent.span(4, 6) is None  # position 5 never came through here
     assert recent.span(5, 6) == ("!a:x", frozenset(), frozenset({"@s:x"}))
     assert recent.span(6, 6) is None
+
+
+def test_one_sync_event_per_stored_event_until_a_redaction():
+    """The ring, the builder's reads and the redaction path share one SyncEvent per stored event;
+    the StoredEvent keeps it, and it does not keep the StoredEvent (no reference cycle)."""
+    import gc
+
+    from core_builder import ALICE, RoomBuilder
+    from homeserver.storage.events import StoredEvent
+    from homeserver.sync.room_source import to_sync_event
+
+    b = RoomBuilder("10")
+    b.create_room()
+    message = b.add("m.room.message", ALICE, {"body": "hi", "msgtype": "m.text"})
+    stored = StoredEvent(message, 7, message.depth)
+    sent = to_sync_event(stored, (ALICE, "DEV", "txn1"))
+    assert to_sync_event(stored) is sent and stored.sync_cache is sent
+    assert sent.for_viewer(ALICE, "DEV")["unsigned"]["transaction_id"] == "txn1"
+    assert sent.for_viewer(ALICE, "OTHER") is sent.client
+    assert sent.for_viewer(ALICE, "DEV", "federation")["content"] == {"body": "hi", "msgtype": "m.text"}
+    assert stored not in gc.get_referents(sent)
+
+    redaction = b.add("m.room.redaction", ALICE, {}, extra={"redacts": message.event_id})
+    stored.redacted_because, stored.client_cache = redaction, None
+    redacted = to_sync_event(stored)
+    assert redacted is not sent and redacted.redacted and redacted.client["content"] == {}
+    assert redacted.txn_key == (ALICE, "DEV", "txn1") and to_sync_event(stored) is redacted
