@@ -28,7 +28,7 @@ class SyncEvent:
     #: The persisted Event it was made from (for the federation format), when there is one.
     #: Not the StoredEvent, which holds this object (``sync_cache``): no reference cycle.
     pdu_event: Any = None
-    #: Whether ``client`` shows the event redacted (StoredRoomSource re-converts when that changes).
+    #: Whether ``client`` shows the event redacted (``to_sync_event`` makes a new one when that changes).
     redacted: bool = False
 
     @property
