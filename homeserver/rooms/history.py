@@ -157,11 +157,19 @@ class RoomHistory:
 
     def _page_txn(self, txn: Txn, room_id: str, key: tuple[int, int], direction: str, limit: int,
                   to_key: tuple[int, int] | None
-                  ) -> tuple[list[str], dict[str, tuple[str, int, int]], list[tuple[str, str]]]:
-        """One page's event IDs, their state groups and their bundled relations: one round trip."""
+                  ) -> tuple[list[str], list[tuple[str, str]]]:
+        """One page's event IDs and their bundled relations: one round trip."""
         ids = self.events.paginate_txn(txn, room_id, key, direction, limit, to_key)
-        return (ids, self.state.get_event_groups_txn(txn, ids, room_id),
-                self.events.relation_children_txn(txn, room_id, ids, BUNDLED))
+        return ids, self.events.relation_children_txn(txn, room_id, ids, BUNDLED)
+
+    async def _state_groups(self, room_id: str, batch: list[StoredEvent]) -> dict[str, tuple[str, int, int]]:
+        """The events' state groups: from memory where the persister left them, else one query."""
+        groups = {e.event_id: (room_id, e.state_before, e.state_after) for e in batch
+                  if e.state_before is not None and e.state_after is not None}
+        if len(groups) < len(batch):
+            groups.update(await self.state.get_event_groups([e.event_id for e in batch if e.event_id not in groups],
+                                                            room_id))
+        return groups
 
     async def _scan(self, user_id: str | None, room: RoomState, key: tuple[int, int], direction: str,
                     limit: int, flt: EventFilter, to_key: tuple[int, int] | None,
@@ -181,8 +189,7 @@ class RoomHistory:
         ignored = self.ignored_by(user_id) if user_id is not None else ()
         for _ in range(MAX_SCAN_ROUNDS):
             want = limit - len(out)
-            ids, groups, children = await self.events.db.run(self._page_txn, room.room_id, key, direction,
-                                                             want + 1, to_key)
+            ids, children = await self.events.db.run(self._page_txn, room.room_id, key, direction, want + 1, to_key)
             if child_rows is not None:
                 child_rows.extend(children)
             batch = await self.events.get_events_as_list(ids)
@@ -192,6 +199,7 @@ class RoomHistory:
                 return out, None, key
             matching = [e for e in batch if flt.matches(e)
                         and not (ignored and e.event.sender in ignored and not e.event.is_state())]
+            groups = await self._state_groups(room.room_id, matching) if matching else {}
             out.extend(await self.visibility.filter_events(user_id, room, matching, groups))
             last = batch[-1]
             key = (last.topological_ordering, last.stream_ordering - 1) if direction == "b" else \

@@ -101,6 +101,7 @@ class _Plan:
     extremities: list[str]
     depth: int
     per_event: list[tuple[int, dict[StateKey, str] | None]]  # (stream, current-state delta or None)
+    state_groups: dict[str, tuple[int, int]]  # event ID -> its state groups before and after
 
 
 class Persister:
@@ -312,7 +313,8 @@ class Persister:
         self._state.update_memberships_txn(txn, members.values())
         if set(extremities) != ext:
             self._events.update_extremities_txn(txn, room_id, ext)
-        return _Plan(current, group, sorted(ext), depth, per_event)
+        return _Plan(current, group, sorted(ext), depth, per_event,
+                     {event_id: (before_g, after_g) for _room, event_id, before_g, after_g in state_rows})
 
     def _history_txn(self, txn: Txn, room_id: str, ev: Event, before: dict[StateKey, str],
                      base: tuple[dict[StateKey, str], int | None], state_rows: list[tuple[str, str, int, int]]
@@ -335,6 +337,9 @@ class Persister:
         stored_list = []
         for item, row in zip(items, rows):
             stored = StoredEvent(item.ctx.event, row.stream_ordering, item.ctx.event.depth, item.ctx.outlier)
+            groups = plan.state_groups.get(stored.event_id)
+            if groups is not None:
+                stored.state_before, stored.state_after = groups
             self._events.cache_persisted(stored)
             if item.ctx.txn_key is not None:
                 self._events.remember_txn_id(room.room_id, item.ctx.txn_key, stored.event_id, row.inserted_ts)

@@ -53,6 +53,10 @@ class StoredEvent:
     client_cache: dict[str, Any] | None = field(default=None, repr=False)
     #: The sync layer's view of it (a ``SyncEvent``, see homeserver.sync.room_source); filled lazily.
     sync_cache: Any = field(default=None, repr=False)
+    #: Its state groups before and after it (``event_state``), when the persister set them:
+    #: paging checks visibility with them instead of querying (homeserver.rooms.history).
+    state_before: int | None = field(default=None, repr=False)
+    state_after: int | None = field(default=None, repr=False)
 
     @property
     def event_id(self) -> str:
