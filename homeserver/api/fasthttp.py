@@ -64,11 +64,13 @@ _JSON_HEADERS = b"".join(b"%s: %s\r\n" % item for item in response_headers(Respo
 #: (every client repeats its Host, User-Agent, Accept...); credentials are never kept here.
 _NAMES: dict[bytes, str] = {}
 _VALUES: dict[bytes, str] = {}
+#: The same for request paths (``/_matrix/client/v3/sync`` on every long-poll).
+_PATHS: dict[bytes, bytes] = {}
 _SHARED_MAX = 1024
 _PRIVATE = frozenset(("authorization", "cookie", "proxy-authorization"))
 
 
-def _remember(cache: dict[bytes, str], raw: bytes, decoded: str) -> str:
+def _remember(cache: dict[bytes, Any], raw: bytes, decoded: Any) -> Any:
     if len(cache) >= _SHARED_MAX:
         cache.clear()
     cache[raw] = decoded
@@ -80,20 +82,20 @@ _Fields = tuple[dict[str, str], int, bool]
 
 
 class _Head:
-    __slots__ = ("method", "target", "headers", "length", "close", "block", "fields")
+    __slots__ = ("method", "target", "path", "headers", "length", "close", "block", "fields")
 
     def __init__(self, method: bytes, target: bytes, block: bytes, fields: _Fields) -> None:
         self.method, self.target, self.block, self.fields = method, target, block, fields
+        # Read on every request: one shared object per distinct path (a parked long-poll
+        # keeps its head, one per connection).
+        path = target.partition(b"?")[0]
+        self.path = _PATHS.get(path) or _remember(_PATHS, path, path)
         # Shared with the next request when it repeats the block: read it, never change it.
         self.headers, self.length, self.close = fields
 
-    # Derived on use, not stored: a parked long-poll keeps its head, one per connection.
-    @property
-    def path(self) -> bytes:
-        return self.target.partition(b"?")[0]
-
     @property
     def query(self) -> bytes:
+        """Derived on use, not stored (read once per request)."""
         return self.target.partition(b"?")[2]
 
 
