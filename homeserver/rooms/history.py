@@ -162,15 +162,6 @@ class RoomHistory:
         ids = self.events.paginate_txn(txn, room_id, key, direction, limit, to_key)
         return ids, self.events.relation_children_txn(txn, room_id, ids, BUNDLED)
 
-    async def _state_groups(self, room_id: str, batch: list[StoredEvent]) -> dict[str, tuple[str, int, int]]:
-        """The events' state groups: from memory where the persister left them, else one query."""
-        groups = {e.event_id: (room_id, e.state_before, e.state_after) for e in batch
-                  if e.state_before is not None and e.state_after is not None}
-        if len(groups) < len(batch):
-            groups.update(await self.state.get_event_groups([e.event_id for e in batch if e.event_id not in groups],
-                                                            room_id))
-        return groups
-
     async def _scan(self, user_id: str | None, room: RoomState, key: tuple[int, int], direction: str,
                     limit: int, flt: EventFilter, to_key: tuple[int, int] | None,
                     child_rows: list[tuple[str, str]] | None = None
@@ -199,7 +190,7 @@ class RoomHistory:
                 return out, None, key
             matching = [e for e in batch if flt.matches(e)
                         and not (ignored and e.event.sender in ignored and not e.event.is_state())]
-            groups = await self._state_groups(room.room_id, matching) if matching else {}
+            groups = await self.state.groups_of(matching, room.room_id) if matching else {}
             out.extend(await self.visibility.filter_events(user_id, room, matching, groups))
             last = batch[-1]
             key = (last.topological_ordering, last.stream_ordering - 1) if direction == "b" else \

@@ -16,9 +16,12 @@ import itertools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from homeserver.storage.database import Database, Txn, insert_many
+
+if TYPE_CHECKING:
+    from homeserver.storage.events import StoredEvent
 
 StateKey = tuple[str, str]
 StateMap = dict[StateKey, str]
@@ -232,6 +235,16 @@ class StateStore:
         if not event_ids:
             return {}
         return await self.db.run(self.get_event_groups_txn, event_ids, room_id)
+
+    async def groups_of(self, events: Sequence["StoredEvent"], room_id: str | None = None
+                        ) -> dict[str, tuple[str, int, int]]:
+        """:meth:`get_event_groups` for stored events: from memory where the persister left the
+        groups on them (``StoredEvent.state_before``/``state_after``), one query for the rest."""
+        out = {e.event_id: (e.room_id, e.state_before, e.state_after) for e in events
+               if e.state_before is not None and e.state_after is not None}
+        if len(out) < len(events):
+            out.update(await self.get_event_groups([e.event_id for e in events if e.event_id not in out], room_id))
+        return out
 
     def get_event_groups_txn(self, txn: Txn, event_ids: Sequence[str], room_id: str | None = None
                              ) -> dict[str, tuple[str, int, int]]:
