@@ -565,7 +565,8 @@ class HomeServer:
             for step in (self.federation_sender.stop, self._stop_federation_prune, self.media.stop,
                          self.groups.stop, self.invite_codes.stop, self.face_to_face.stop,
                          lambda: defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports]),
-                         self.websocket.close_all, self._drain_within_grace, self.pushers.stop,
+                         self.websocket.close_all, self.site.close_after_answers, self.notifier.expire_waiters,
+                         self._drain_within_grace, self.pushers.stop,
                          self.federation_site.close_connections, self.federation_client.close,
                          self.presence.stop, self.unread.stop, self.appservice_scheduler.stop,
                          self.appservice_api.close):

@@ -240,7 +240,7 @@ class FastChannel(protocol.Protocol):
                 rest = buf[total:]
                 self._parts, self._have, self._need = ([rest] if rest else []), len(rest), 1
                 self._busy = True
-                self._close_after = head.close
+                self._close_after = head.close or self.site.closing
                 if lean is None or not lean(self, head):
                     self.start(head, body)
         finally:
@@ -321,6 +321,8 @@ class ClientSite(HttpSite):
         self.idle_timeout = IDLE_TIMEOUT
         self._channels: set[FastChannel] = set()
         self._sweep: Any = None
+        #: Shutting down: every connection closes after the answer in progress (:meth:`close_after_answers`).
+        self.closing = False
         #: ``GET`` handlers tried before the router, by path: ``handler(channel, head)`` answers
         #: (or parks, setting ``channel.handling``) and returns True, or returns False to leave
         #: the request to the router. The /sync long-poll's (api/client/sync.py) is the one.
@@ -374,6 +376,16 @@ class ClientSite(HttpSite):
                          head.target, requester)
         except Exception:
             logger.exception("metrics or access log for %s failed", method)
+
+    def close_after_answers(self) -> None:
+        """Shutdown: close idle connections now, the others once their request is answered
+        (with ``Connection: close``), so a client's next long-poll does not land here."""
+        self.closing = True
+        for channel in list(self._channels):
+            if channel._busy:
+                channel._close_after = True
+            else:
+                channel.transport.loseConnection()
 
     def channel_opened(self, channel: FastChannel) -> None:
         self._channels.add(channel)

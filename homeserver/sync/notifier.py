@@ -48,6 +48,11 @@ class Listener:
         if self.callback is not None:
             self.callback()
 
+    def expire(self) -> None:
+        """End the wait now as if its timeout had passed (shutdown; subclasses may do otherwise)."""
+        if self.deferred is not None and not self.deferred.called:
+            self.deferred.callback(False)
+
 
 class Notifier:
     def __init__(self, clock: Clock, members_of: MembersOf | None = None) -> None:
@@ -152,6 +157,17 @@ class Notifier:
                 timer.cancel()
             listener.deferred = None
             self._remove(listener)
+
+    def expire_waiters(self) -> int:
+        """End every waiting long-poll now, as if its timeout had passed: each answers
+        what it has (shutdown). WebSocket listeners (persistent) are left alone."""
+        ended = 0
+        for group in list(self._listeners.values()):
+            for listener in list(group):
+                if not listener.persistent:
+                    listener.expire()
+                    ended += 1
+        return ended
 
     def waiting_users(self) -> int:
         return len(self._listeners)

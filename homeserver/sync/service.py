@@ -216,5 +216,8 @@ class ParkedPoll(Listener):
         if self._end():
             self.answer(jsonutil.dumps_bytes({"next_batch": str(self._upto)}))
 
+    def expire(self) -> None:
+        self._expired()
+
     def cancel(self) -> None:
         self._end()
