@@ -210,6 +210,23 @@ def run(config_path: str) -> int:
     return exit_code[0]
 
 
+def bridge_twisted_logs() -> None:
+    """Send Twisted's log events (and autobahn's, through txaio) to the ``logging`` module.
+
+    Without an observer Twisted keeps them in a buffer nobody reads, so an
+    unhandled error in a Deferred, or a failing shutdown trigger, left no
+    trace. Twisted's informational chatter (factories starting and stopping)
+    is kept out unless the log level is DEBUG. The daemon calls this; an
+    embedding application keeps whatever logging it set up.
+    """
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    twisted_logger = logging.getLogger("twisted")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        twisted_logger.setLevel(logging.WARNING)
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("HOMESERVER_LOG_LEVEL", "INFO"),
@@ -217,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.generate_config:
         return generate(args)
     if args.config:
+        bridge_twisted_logs()
         return run(args.config)
     _parser().print_usage(sys.stderr)
     print("homeserver: give -c FILE to run, or --generate-config", file=sys.stderr)

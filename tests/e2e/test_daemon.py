@@ -163,3 +163,28 @@ def test_embedding_example_runs(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "registered @bot:localhost" in r.stdout
     assert "versions: " in r.stdout
+
+
+def test_twisted_log_events_reach_the_log():
+    """The daemon sends Twisted's log events to ``logging``: an unhandled error in a Deferred is
+    logged with its exception (without an observer Twisted buffers it unseen); Twisted's
+    informational chatter is not, below DEBUG."""
+    script = (
+        "import gc, logging\n"
+        "logging.basicConfig(level='INFO', format='%(levelname)s %(name)s: %(message)s')\n"
+        "from homeserver.cli import bridge_twisted_logs\n"
+        "bridge_twisted_logs()\n"
+        "from twisted.internet import defer\n"
+        "from twisted.logger import Logger\n"
+        "d = defer.Deferred()\n"
+        "d.errback(ValueError('lost in a Deferred'))\n"
+        "del d\n"
+        "gc.collect()\n"
+        "Logger().info('factory chatter')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert "CRITICAL twisted: Unhandled error in Deferred" in out.stderr
+    assert "ValueError: lost in a Deferred" in out.stderr
+    assert "factory chatter" not in out.stderr
