@@ -190,7 +190,7 @@ class RoomHistory:
                 return out, None, key
             matching = [e for e in batch if flt.matches(e)
                         and not (ignored and e.event.sender in ignored and not e.event.is_state())]
-            groups = await self.state.groups_of(matching, room.room_id) if matching else {}
+            groups = await self.state.groups_of(matching, room.room_id)
             out.extend(await self.visibility.filter_events(user_id, room, matching, groups))
             last = batch[-1]
             key = (last.topological_ordering, last.stream_ordering - 1) if direction == "b" else \

@@ -188,7 +188,7 @@ class ParkedPoll(Listener):
         self._parked = True
         self._deadline = service.clock.time() + timeout_s
         service.notifier.add(self)
-        self._slot = service.timeouts.add(timeout_s, self, ParkedPoll._expired)
+        self._slot = service.timeouts.add(timeout_s, self, ParkedPoll.expire)
 
     def remaining_ms(self) -> int:
         """What is left of the long-poll's timeout."""
@@ -212,12 +212,9 @@ class ParkedPoll(Listener):
             self.answer(service.builder.shared.lookup(req.user_id, req.device_id, req.since,
                                                       service.notifier.current_token(), req.filter))
 
-    def _expired(self) -> None:
+    def expire(self) -> None:  # its timeout, or the server shutting down
         if self._end():
             self.answer(jsonutil.dumps_bytes({"next_batch": str(self._upto)}))
-
-    def expire(self) -> None:
-        self._expired()
 
     def cancel(self) -> None:
         self._end()
