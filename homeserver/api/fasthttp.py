@@ -67,13 +67,16 @@ _VALUES: dict[bytes, str] = {}
 #: The same for request paths (``/_matrix/client/v3/sync`` on every long-poll).
 _PATHS: dict[bytes, bytes] = {}
 _SHARED_MAX = 1024
+#: Longer names, values and paths are not kept: the tables stay within about 2 x 1024 x 256 bytes each.
+_SHARED_LONGEST = 256
 _PRIVATE = frozenset(("authorization", "cookie", "proxy-authorization"))
 
 
 def _remember(cache: dict[bytes, Any], raw: bytes, decoded: Any) -> Any:
-    if len(cache) >= _SHARED_MAX:
-        cache.clear()
-    cache[raw] = decoded
+    if len(raw) <= _SHARED_LONGEST:
+        if len(cache) >= _SHARED_MAX:
+            cache.clear()
+        cache[raw] = decoded
     return decoded
 
 

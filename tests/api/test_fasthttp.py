@@ -251,6 +251,9 @@ def test_header_strings_are_shared_between_connections_but_credentials_are_not_k
     assert not any("tok-" in value for value in fasthttp._VALUES.values())
     assert (a.path, a.query, a.target) == (b"/p", b"since=s1&x=%20", b"/p?since=s1&x=%20") and a.path is b.path
     assert parse_head(b"GET /p HTTP/1.1\r\nHost: x", 100).query == b""
+    long_value = b"v" * (fasthttp._SHARED_LONGEST + 1)
+    assert parse_head(b"GET /p HTTP/1.1\r\nX-Long: " + long_value, 100).headers["x-long"] == long_value.decode()
+    assert long_value not in fasthttp._VALUES  # the tables keep short strings only
 
 
 def test_parse_query_matches_twisted():
