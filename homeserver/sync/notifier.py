@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import fields
-from typing import Any, Callable, Collection, Iterable
+from typing import Callable, Collection, Iterable
 
 from twisted.internet import defer
 
@@ -149,7 +149,7 @@ class Notifier:
             return False
         d: defer.Deferred[bool] = defer.Deferred()
         listener.deferred = d
-        timer = self._clock.call_later(timeout_s, _fire, d, False)
+        timer = self._clock.call_later(timeout_s, listener.expire)
         try:
             return await d
         finally:
@@ -175,7 +175,3 @@ class Notifier:
     def listener_count(self) -> int:
         return sum(len(g) for g in self._listeners.values())
 
-
-def _fire(d: "defer.Deferred[Any]", value: Any) -> None:
-    if not d.called:
-        d.callback(value)
